@@ -1,0 +1,406 @@
+"""``Child``: a running process, its exit status and the exit policy of its block."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal as _signal
+import sys
+import time
+import warnings
+from typing import TYPE_CHECKING
+
+import anyio
+from anyio.abc import Process
+from anyio.lowlevel import checkpoint
+
+from ._status import ExitStatus, Output
+from ._streams import PipeReceiveStream, PipeSendStream
+from ._waiters import group_has_members
+
+if TYPE_CHECKING:
+    from ._waiters import ExitWaiter
+
+__all__ = ["Child"]
+
+logger = logging.getLogger("anyio_proc")
+
+_SIGKILL = int(getattr(_signal, "SIGKILL", 9))
+# Polling a group whose members are not our children (there is no event for that): start
+# fast, since members usually die with the leader, and back off to a light load.
+_GROUP_POLL_FIRST = 0.001
+_GROUP_POLL_MAX = 0.05
+# A SIGKILLed process can only linger in uninterruptible sleep; do not hang on that forever.
+_GROUP_KILL_GRACE = 5.0
+
+
+def _signal_name(sig: int) -> str:
+    try:
+        return _signal.Signals(sig).name
+    except ValueError:
+        return str(sig)
+
+
+class Child(Process):
+    """A child process started by :func:`spawn`.
+
+    It implements :class:`anyio.abc.Process`. Leaving ``async with spawn(...)`` (or
+    ``async with child``, or ``await child.aclose()``) applies the exit policy: close stdin,
+    signal the child if it still runs, wait the grace period, SIGKILL, reap, close pipes.
+    """
+
+    def __init__(
+        self,
+        *,
+        waiter: ExitWaiter,
+        args: tuple[str, ...],
+        stdin: PipeSendStream | None,
+        stdout: PipeReceiveStream | None,
+        stderr: PipeReceiveStream | None,
+        shutdown_signal: int,
+        shutdown_timeout: float,
+        kill_on_drop: bool,
+        leads_group: bool,
+        keep_zombie: bool,
+    ) -> None:
+        self._waiter: ExitWaiter | None = waiter
+        self._pid = waiter.pid
+        self._args = args
+        self._stdin = stdin
+        self._stdout = stdout
+        self._stderr = stderr
+        self._shutdown_signal = shutdown_signal
+        self._shutdown_timeout = shutdown_timeout
+        self._kill_on_drop = kill_on_drop
+        self._leads_group = leads_group
+        # A group leader's zombie pins its pgid: until it is reaped the number cannot be
+        # reused, so signalling the group cannot hit strangers.
+        self._keep_zombie = keep_zombie
+        self._status: ExitStatus | None = None
+        self._reaped = False
+        self._killed = False
+        self._waiting = 0
+        self._closed = False
+        self._started = time.monotonic()
+
+    # -- anyio.abc.Process -------------------------------------------------------------
+
+    @property
+    def pid(self) -> int:
+        return self._pid
+
+    @property
+    def args(self) -> tuple[str, ...]:
+        """The program and arguments, as strings."""
+        return self._args
+
+    @property
+    def stdin(self) -> PipeSendStream | None:  # type: ignore[override]
+        return self._stdin
+
+    @property
+    def stdout(self) -> PipeReceiveStream | None:  # type: ignore[override]
+        return self._stdout
+
+    @property
+    def stderr(self) -> PipeReceiveStream | None:  # type: ignore[override]
+        return self._stderr
+
+    @property
+    def returncode(self) -> int | None:
+        """``None`` while running, else as ``subprocess``: negative for a signal.
+
+        Reading it polls the process, like :meth:`try_wait`.
+        """
+        return self.try_wait()
+
+    # -- waiting -----------------------------------------------------------------------
+
+    def try_wait(self) -> ExitStatus | None:
+        """The exit status if the child has exited (and reap it), else ``None``.
+
+        Never blocks. Once known, the status is cached and no further system call is made.
+        """
+        status = self._status
+        if status is not None:
+            return status
+        waiter = self._waiter
+        if waiter is None:  # pragma: no cover - released only after a status is known
+            return None
+        reap = not self._keep_zombie
+        try:
+            returncode = waiter.poll(reap=reap)
+        except ChildProcessError:
+            # Someone else reaped it (SIGCHLD set to SIG_IGN, a foreign waitpid(-1)).
+            self._record(ExitStatus.unknown(args=self._args), reaped=True)
+        else:
+            if returncode is None:
+                return None
+            self._record(ExitStatus(returncode, args=self._args), reaped=reap)
+        return self._status
+
+    def _record(self, status: ExitStatus, *, reaped: bool) -> None:
+        self._status = status
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "pid %d exited: %s after %.3f s", self._pid, status,
+                time.monotonic() - self._started,
+            )
+        if reaped:
+            self._set_reaped()
+
+    def _set_reaped(self) -> None:
+        self._reaped = True
+        if self._waiting == 0:
+            self._release_waiter()
+
+    def _release_waiter(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            waiter.close()
+
+    def _reap_zombie(self) -> None:
+        """Reap a zombie kept to pin the group number, once the group is dealt with."""
+        waiter = self._waiter
+        if self._reaped or waiter is None:
+            return
+        try:
+            waiter.poll(reap=True)
+        except ChildProcessError:
+            pass
+        self._set_reaped()
+
+    async def wait(self) -> ExitStatus:
+        """Close our end of stdin, wait for the child to exit, reap it; return its status.
+
+        The child sees end-of-file on stdin first, so a child that reads stdin to the end
+        cannot deadlock the wait; a later ``stdin.send()`` raises
+        :class:`anyio.BrokenResourceError`. It does not wait for stdout/stderr to reach
+        end-of-file: a grandchild may hold them open.
+
+        **Cancellation:** safe. Cancelling does nothing to the process; ``wait()`` can be
+        called again, and from several tasks at once.
+        """
+        if self._stdin is not None:
+            self._stdin._close(broken=True)
+        status = self.try_wait()
+        if status is None:
+            status = await self._wait_exited()
+        else:
+            await checkpoint()
+        return status
+
+    async def _wait_exited(self) -> ExitStatus:
+        """Wait for exit without touching stdin; not a checkpoint if it has exited."""
+        self._waiting += 1
+        try:
+            while (status := self.try_wait()) is None:
+                waiter = self._waiter
+                assert waiter is not None
+                await waiter.wait()
+            return status
+        finally:
+            self._waiting -= 1
+            if self._reaped and self._waiting == 0:
+                self._release_waiter()
+
+    async def wait_with_output(self, input: bytes | None = None) -> Output:
+        """Feed ``input`` to stdin, read stdout and stderr to end-of-file, wait.
+
+        Both pipes are drained concurrently, so a child filling one while we read the other
+        cannot deadlock. stdin is closed once ``input`` is written (at once when it is
+        ``None``); a child that exits without reading all of it is not an error. Streams
+        that are not piped give ``b""``.
+
+        **Cancellation:** the child is left running (the enclosing block's exit policy
+        stops it); the output read so far is lost.
+        """
+        stdin = self._stdin
+        if input is not None and stdin is None:
+            raise ValueError("input was given but the child's stdin is not piped")
+        results: dict[str, bytes] = {}
+
+        async def feed(stream: PipeSendStream) -> None:
+            try:
+                if input:
+                    await stream.send(input)
+            except anyio.BrokenResourceError:
+                pass  # the child stopped reading; what it did with less is its business
+            finally:
+                stream._close()
+
+        async def drain(name: str, stream: PipeReceiveStream) -> None:
+            results[name] = await stream.read_all()
+
+        async with anyio.create_task_group() as tg:
+            if stdin is not None and not stdin.closed:
+                tg.start_soon(feed, stdin)
+            if self._stdout is not None:
+                tg.start_soon(drain, "stdout", self._stdout)
+            if self._stderr is not None:
+                tg.start_soon(drain, "stderr", self._stderr)
+        status = await self.wait()
+        return Output(status, results.get("stdout", b""), results.get("stderr", b""))
+
+    # -- signals -----------------------------------------------------------------------
+
+    def send_signal(self, signal: int) -> None:  # type: ignore[override]
+        """Send ``signal`` to the child now; does nothing once it has exited.
+
+        A reaped child's pid may already belong to another process, so it is never
+        signalled (on Linux the signal goes through a pidfd, which cannot be misdirected).
+        """
+        self._signal_child(int(signal))
+
+    def terminate(self) -> None:
+        """Send SIGTERM (``TerminateProcess`` on Windows)."""
+        self._signal_child(int(getattr(_signal, "SIGTERM", 15)))
+
+    def kill(self) -> None:
+        """Send SIGKILL; to the whole process group when the child leads one."""
+        self._killed = True
+        if self._group_signallable():
+            self._signal_group(_SIGKILL)
+        else:
+            self._signal_child(_SIGKILL)
+
+    def _signal_child(self, sig: int) -> None:
+        if self._status is not None or self._reaped:
+            return
+        waiter = self._waiter
+        if waiter is None:  # pragma: no cover
+            return
+        try:
+            waiter.send_signal(sig)
+        except ProcessLookupError:
+            return  # it exited (or was reaped elsewhere) since we last looked
+        logger.debug("sent %s to pid %d", _signal_name(sig), self._pid)
+
+    def _group_signallable(self) -> bool:
+        """True while the group number is still pinned by our unreaped leader."""
+        return self._leads_group and not self._reaped
+
+    def _signal_group(self, sig: int) -> None:
+        try:
+            os.killpg(self._pid, sig)
+        except ProcessLookupError:
+            return
+        logger.debug("sent %s to process group %d", _signal_name(sig), self._pid)
+
+    # -- the exit policy ---------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Apply the exit policy and release everything.
+
+        Close stdin; if the child (or, when it leads a process group, anything left in the
+        group) still runs, send the shutdown signal, wait up to the shutdown timeout, then
+        SIGKILL; reap; close stdout and stderr. A :class:`RuntimeWarning` reports an
+        escalation to SIGKILL. Calling it again does nothing.
+
+        **Cancellation:** shielded: it always completes, within the timeout plus the time
+        SIGKILL takes, and the cancellation propagates afterwards.
+        """
+        if self._closed:
+            await checkpoint()
+            return
+        self._closed = True
+        escalated = False
+        with anyio.CancelScope(shield=True):
+            try:
+                escalated = await self._shut_down()
+            finally:
+                for stream in (self._stdin, self._stdout, self._stderr):
+                    if stream is not None:
+                        stream._close()
+        if escalated:
+            warnings.warn(
+                f"{self!r} was still running {self._shutdown_timeout:g} s after "
+                f"{_signal_name(self._shutdown_signal)}, so it was killed with SIGKILL; make it "
+                "exit on that signal, or give it longer with Command.shutdown(timeout=...)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+    async def _shut_down(self) -> bool:
+        """Signal, wait, escalate and reap; return True if SIGKILL was needed."""
+        if self._stdin is not None:
+            self._stdin._close()
+        if not self._still_running():
+            self._reap_zombie()
+            return False
+        sig = self._shutdown_signal
+        self._deliver(sig)
+        with anyio.move_on_after(self._shutdown_timeout) as scope:
+            await self._wait_all_gone()
+        escalated = scope.cancelled_caught
+        if escalated:
+            self._deliver(_SIGKILL)
+            with anyio.move_on_after(_GROUP_KILL_GRACE):
+                await self._wait_all_gone()
+        elif self._leads_group and group_has_members(self._pid, self._pid) is None:
+            # Members cannot be listed here: the shutdown signal was their chance.
+            self._signal_group(_SIGKILL)
+        await self._wait_exited()  # the direct child, at least, always dies of SIGKILL
+        self._reap_zombie()
+        return escalated
+
+    def _still_running(self) -> bool:
+        if self.try_wait() is None:
+            return True
+        return self._group_signallable() and bool(group_has_members(self._pid, self._pid))
+
+    def _deliver(self, sig: int) -> None:
+        if self._group_signallable():
+            self._signal_group(sig)
+        else:
+            self._signal_child(sig)
+
+    async def _wait_all_gone(self) -> None:
+        await self._wait_exited()
+        if not self._group_signallable():
+            return
+        delay = _GROUP_POLL_FIRST
+        while group_has_members(self._pid, self._pid):
+            await anyio.sleep(delay)
+            delay = min(delay * 2, _GROUP_POLL_MAX)
+
+    async def __aenter__(self) -> Child:
+        return self
+
+    # -- state -------------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        status = self._status
+        state = "running" if status is None else f"exited ({status})"
+        return f"<Child pid={self._pid} {state} {list(self._args)!r}>"
+
+    def __del__(self) -> None:
+        waiter = getattr(self, "_waiter", None)
+        if waiter is None:
+            return
+        self._waiter = None
+        try:
+            running = self._reaped is False and waiter.poll(reap=True) is None
+        except ChildProcessError:
+            running = False
+        if not running:
+            waiter.close()
+            return
+        if self._kill_on_drop and not self._killed:
+            try:
+                waiter.send_signal(_SIGKILL)
+            except ProcessLookupError:
+                pass
+        waiter.abandon()
+        # Last: under -W error the warning raises, and the child must be handled by then.
+        warnings.warn(
+            f"{self!r} was garbage-collected while running; use 'async with spawn(...)' "
+            "or 'await child.aclose()'",
+            ResourceWarning,
+            source=self,
+            stacklevel=1,
+        )
+
+
+if sys.platform == "win32":  # pragma: no cover
+    _SIGKILL = int(_signal.SIGTERM)

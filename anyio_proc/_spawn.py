@@ -1,0 +1,266 @@
+"""``spawn()``: creating the process, as an awaitable and as an async context manager."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Generator, Sequence
+from types import TracebackType
+from typing import Any
+
+import anyio.lowlevel
+from anyio.lowlevel import checkpoint_if_cancelled
+
+from ._child import Child
+from ._command import Command, Stdio, StdioArg, StrOrBytesPath
+from ._streams import PipeReceiveStream, PipeSendStream, _PipeEnd
+from ._waiters import select_waiter
+
+__all__ = ["SpawnContext", "spawn"]
+
+logger = logging.getLogger("anyio_proc")
+
+_PY311 = sys.version_info >= (3, 11)
+
+
+def spawn(cmd: Command | Sequence[StrOrBytesPath] | StrOrBytesPath) -> SpawnContext:
+    """Start ``cmd``; use the result with ``async with`` or ``await`` it.
+
+    ``async with spawn(cmd) as child:`` binds the process to the block: leaving it, however
+    that happens, applies the exit policy (close stdin, shutdown signal, grace period,
+    SIGKILL) and reaps the child. ``child = await spawn(cmd)`` hands ownership to the
+    caller, who must ``await child.aclose()`` (or use ``async with child``).
+
+    ``cmd`` is a :class:`Command`, a sequence of program and arguments, or a program name
+    (a ``str`` is never a shell line; use :meth:`Command.shell`).
+
+    Raises :class:`RuntimeError` when called outside a running event loop, the OS error
+    (``FileNotFoundError``, ``PermissionError``, ``NotADirectoryError``, ``OSError``) with
+    the program named when the process cannot be started, and :class:`ValueError` for stdio
+    or ``pass_fds`` that name closed fds. Nothing is left open when it raises.
+
+    **Cancellation:** spawning is not cancellable half-way: a cancellation seen before the
+    process exists prevents it; once it exists, the caller gets it (or the block shuts it
+    down), so no child is ever orphaned.
+    """
+    try:
+        anyio.lowlevel.current_token()
+    except RuntimeError:
+        raise RuntimeError(
+            "spawn() needs a running event loop: call it from async code run by "
+            "anyio.run(), asyncio.run() or trio.run()"
+        ) from None
+    if not isinstance(cmd, Command):
+        if isinstance(cmd, (str, bytes, os.PathLike)):
+            cmd = Command(cmd)
+        else:
+            argv = list(cmd)
+            if not argv:
+                raise ValueError("cannot spawn an empty argument list")
+            cmd = Command(argv[0], *argv[1:])
+    return SpawnContext(cmd)
+
+
+class SpawnContext:
+    """What :func:`spawn` returns: awaitable, and an async context manager."""
+
+    __slots__ = ("_child", "_command")
+
+    def __init__(self, command: Command) -> None:
+        self._command = command
+        self._child: Child | None = None
+
+    async def _start(self) -> Child:
+        await checkpoint_if_cancelled()
+        # No checkpoint from here on: once the process exists it reaches the caller.
+        return start_child(self._command)
+
+    def __await__(self) -> Generator[Any, None, Child]:
+        return self._start().__await__()
+
+    async def __aenter__(self) -> Child:
+        if self._child is not None:
+            raise RuntimeError("this spawn() context was already entered")
+        self._child = await self._start()
+        return self._child
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._child is not None
+        await self._child.aclose()
+
+
+class _Plan:
+    """The fds a spawn opens and what to do with them afterwards."""
+
+    __slots__ = ("after_spawn", "child_fds", "parent_streams", "streams_handed")
+
+    def __init__(self) -> None:
+        self.child_fds: list[int] = []  # pipe ends that belong to the child: close after
+        self.parent_streams: dict[str, _PipeEnd] = {}
+        self.streams_handed: list[_PipeEnd] = []
+
+    def close_all(self) -> None:
+        for fd in self.child_fds:
+            os.close(fd)
+        self.child_fds.clear()
+        for stream in self.parent_streams.values():
+            stream._close()
+        for handed in self.streams_handed:
+            handed._not_handed_over()
+
+
+def _check_open(fd: int, what: str) -> None:
+    try:
+        os.fstat(fd)
+    except OSError:
+        raise ValueError(f"{what} names fd {fd}, which is not open") from None
+
+
+def _resolve_stdio(value: StdioArg | None, which: str, plan: _Plan) -> Any:
+    """Map one stdio setting to what ``Popen`` takes, opening a pipe if needed."""
+    if value is None or value is Stdio.INHERIT:
+        return None
+    if value is Stdio.NULL:
+        return subprocess.DEVNULL
+    if value is Stdio.STDOUT:
+        return subprocess.STDOUT
+    if value is Stdio.PIPE:
+        read_fd, write_fd = os.pipe()  # both ends non-inheritable (PEP 446)
+        if which == "stdin":
+            child_fd, parent_fd = read_fd, write_fd
+            plan.parent_streams[which] = PipeSendStream(parent_fd)
+        else:
+            child_fd, parent_fd = write_fd, read_fd
+            plan.parent_streams[which] = PipeReceiveStream(parent_fd)
+        os.set_blocking(parent_fd, False)
+        plan.child_fds.append(child_fd)
+        return child_fd
+    if isinstance(value, int):
+        _check_open(value, which)
+        return value
+    if isinstance(value, _PipeEnd):
+        fd = value._fd_for_child()
+        plan.streams_handed.append(value)
+        return fd
+    try:
+        fd = value.fileno()
+    except ValueError as exc:  # "I/O operation on closed file"
+        raise ValueError(f"{which}: {exc}") from None
+    _check_open(fd, which)
+    return fd
+
+
+def _popen_kwargs(cmd: Command, plan: _Plan) -> dict[str, Any]:
+    spec = cmd._spec
+    kwargs: dict[str, Any] = {
+        "stdin": _resolve_stdio(spec.stdin, "stdin", plan),
+        "stdout": _resolve_stdio(spec.stdout, "stdout", plan),
+        "stderr": _resolve_stdio(spec.stderr, "stderr", plan),
+        "cwd": spec.cwd,
+        "env": cmd._environment(),
+        "close_fds": True,
+    }
+    if sys.platform == "win32":
+        kwargs["creationflags"] = spec.creation_flags
+        return kwargs
+    for fd in spec.pass_fds:
+        _check_open(fd, "pass_fds")
+    kwargs.update(
+        pass_fds=spec.pass_fds,
+        start_new_session=spec.new_session,
+        user=spec.uid,
+        group=spec.gid,
+        extra_groups=spec.groups,
+        umask=-1 if spec.umask is None else spec.umask,
+    )
+    pre_exec = spec.pre_exec
+    pgid = spec.process_group
+    if pgid is not None:
+        if _PY311:
+            kwargs["process_group"] = pgid
+        else:
+            user_fn = pre_exec
+
+            def pre_exec() -> None:
+                os.setpgid(0, pgid)
+                if user_fn is not None:
+                    user_fn()
+
+    if pre_exec is not None:
+        kwargs["preexec_fn"] = pre_exec
+    return kwargs
+
+
+def _name_program(exc: OSError, cmd: Command) -> None:
+    """Make an OS error from spawning say which program it was about."""
+    program = os.fsdecode(cmd._spec.program)
+    cwd = cmd._spec.cwd
+    if exc.filename is None:
+        exc.filename = program
+    elif cwd is not None and os.fsdecode(exc.filename) == os.fsdecode(cwd):
+        exc.strerror = f"{exc.strerror} (working directory of {program!r})"
+    elif os.fsdecode(exc.filename) != program:
+        exc.strerror = f"{exc.strerror} (running {program!r})"
+
+
+def start_child(cmd: Command) -> Child:
+    """Create the process and its ``Child``; leaves nothing open if it raises."""
+    spec = cmd._spec
+    factory = select_waiter()
+    plan = _Plan()
+    try:
+        kwargs = _popen_kwargs(cmd, plan)
+        argv: list[StrOrBytesPath] = [spec.program if spec.arg0 is None else spec.arg0]
+        argv.extend(spec.args)
+        try:
+            popen = subprocess.Popen(argv, executable=spec.program, **kwargs)
+        except OSError as exc:
+            _name_program(exc, cmd)
+            raise
+        except subprocess.SubprocessError as exc:
+            raise RuntimeError(f"pre_exec failed in the child for {cmd!r}: {exc}") from exc
+    except BaseException:
+        plan.close_all()
+        raise
+    # We own the reap. A Popen with a returncode set never queues the pid for
+    # subprocess's own cleanup (which would waitpid() it behind our back) and never warns.
+    popen.returncode = 0
+    pid = popen.pid
+    for fd in plan.child_fds:
+        os.close(fd)
+    for handed in plan.streams_handed:
+        handed._handed_over()
+    try:
+        waiter = factory(pid)
+    except BaseException:
+        # No waiter (EMFILE for the pidfd, say): undo the spawn rather than leak it.
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        for stream in plan.parent_streams.values():
+            stream._close()
+        raise
+    leads_group = spec.new_session or spec.process_group == 0
+    streams = plan.parent_streams
+    child = Child(
+        waiter=waiter,
+        args=cmd.argv,
+        stdin=streams.get("stdin"),  # type: ignore[arg-type]
+        stdout=streams.get("stdout"),  # type: ignore[arg-type]
+        stderr=streams.get("stderr"),  # type: ignore[arg-type]
+        shutdown_signal=spec.shutdown_signal,
+        shutdown_timeout=spec.shutdown_timeout,
+        kill_on_drop=spec.kill_on_drop,
+        leads_group=leads_group,
+        keep_zombie=leads_group,
+    )
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug("spawned pid %d: %s", pid, list(cmd.argv))
+    return child

@@ -1,0 +1,167 @@
+"""Exit statuses, captured output and the error raised for a failed process."""
+
+from __future__ import annotations
+
+import signal as _signal
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["ExitStatus", "Output", "ProcessFailed"]
+
+#: How many trailing stderr lines a ProcessFailed message quotes.
+_STDERR_TAIL_LINES = 10
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return _signal.Signals(signum).name
+    except ValueError:
+        return "unknown signal"
+
+
+class ExitStatus(int):
+    """How a child process ended.
+
+    An ``int`` whose value is the ``returncode`` as :mod:`subprocess` reports it: the exit
+    code, or the negated signal number when a signal killed the process. So
+    ``await child.wait() == 0`` reads naturally and code written for
+    :class:`anyio.abc.Process` keeps working.
+
+    When another part of the program reaped the child first (a ``SIGCHLD`` handler that calls
+    ``waitpid(-1)``, or ``SIGCHLD`` set to ``SIG_IGN``), the real status is lost: the value is
+    then ``0`` with :attr:`known` false, :attr:`code` and :attr:`signal` ``None`` and
+    :attr:`success` false.
+    """
+
+    args: tuple[str, ...]
+    known: bool
+
+    def __new__(
+        cls, returncode: int, *, args: Sequence[str] = (), known: bool = True
+    ) -> ExitStatus:
+        self = super().__new__(cls, returncode)
+        self.args = tuple(args)
+        self.known = known
+        return self
+
+    @classmethod
+    def unknown(cls, *, args: Sequence[str] = ()) -> ExitStatus:
+        """The status of a child whose exit status was consumed by someone else."""
+        return cls(0, args=args, known=False)
+
+    @property
+    def returncode(self) -> int:
+        """The value as :attr:`subprocess.Popen.returncode` would give it."""
+        return int(self)
+
+    @property
+    def code(self) -> int | None:
+        """The exit code, or ``None`` if a signal ended the process (or it is unknown)."""
+        value = int(self)
+        return value if value >= 0 and self.known else None
+
+    @property
+    def signal(self) -> int | None:
+        """The number of the signal that ended the process, or ``None``."""
+        value = int(self)
+        return -value if value < 0 else None
+
+    @property
+    def success(self) -> bool:
+        """True when the process exited with code 0."""
+        return self.known and int(self) == 0
+
+    def check(self) -> ExitStatus:
+        """Return ``self`` if the process succeeded, else raise :class:`ProcessFailed`."""
+        if not self.success:
+            raise ProcessFailed(self, self.args)
+        return self
+
+    def __str__(self) -> str:
+        if not self.known:
+            return "exit status: unknown (reaped elsewhere)"
+        signum = self.signal
+        if signum is not None:
+            return f"signal: {signum} ({_signal_name(signum)})"
+        return f"exit status: {int(self)}"
+
+    def __repr__(self) -> str:
+        return (
+            f"ExitStatus(returncode={int(self)}, code={self.code}, signal={self.signal}, "
+            f"success={self.success})"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_status, (int(self), self.args, self.known))
+
+
+def _rebuild_status(returncode: int, args: tuple[str, ...], known: bool) -> ExitStatus:
+    return ExitStatus(returncode, args=args, known=known)
+
+
+@dataclass(frozen=True)
+class Output:
+    """What :meth:`Command.output` and :meth:`Child.wait_with_output` collect."""
+
+    status: ExitStatus
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def returncode(self) -> int:
+        return self.status.returncode
+
+    def check(self) -> Output:
+        """Return ``self`` if the process succeeded, else raise :class:`ProcessFailed`."""
+        if not self.status.success:
+            raise ProcessFailed(self.status, self.status.args, self.stdout, self.stderr)
+        return self
+
+
+class ProcessFailed(subprocess.CalledProcessError):
+    """Raised when a process that was required to succeed exited with another status.
+
+    It is a :class:`subprocess.CalledProcessError`, so ``returncode``, ``cmd``, ``output``
+    (alias ``stdout``) and ``stderr`` are where ``subprocess`` users look for them; ``status``
+    is the :class:`ExitStatus`. The message ends with the last lines of stderr, when any were
+    captured.
+    """
+
+    status: ExitStatus
+
+    def __init__(
+        self,
+        status: int,
+        cmd: Sequence[str] | str,
+        output: bytes | None = None,
+        stderr: bytes | None = None,
+    ) -> None:
+        if not isinstance(status, ExitStatus):
+            status = ExitStatus(status, args=[cmd] if isinstance(cmd, str) else cmd)
+        super().__init__(int(status), list(cmd) if not isinstance(cmd, str) else cmd,
+                         output, stderr)
+        self.status = status
+
+    def __str__(self) -> str:
+        shown = self.cmd if isinstance(self.cmd, str) else " ".join(map(str, self.cmd))
+        if not self.status.known:
+            head = f"Command {shown!r} was reaped elsewhere; its exit status is unknown"
+        elif self.status.signal is not None:
+            head = f"Command {shown!r} died with {self.status}"
+        else:
+            head = f"Command {shown!r} failed with {self.status}"
+        tail = _stderr_tail(self.stderr)
+        return f"{head}\n{tail}" if tail else head
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.status, self.cmd, self.output, self.stderr))
+
+
+def _stderr_tail(stderr: bytes | str | None) -> str:
+    if not stderr:
+        return ""
+    text = stderr.decode(errors="replace") if isinstance(stderr, bytes) else stderr
+    lines = text.rstrip("\n").splitlines()[-_STDERR_TAIL_LINES:]
+    return "\n".join("  " + line for line in lines)

@@ -1,0 +1,285 @@
+"""Byte streams over the parent's ends of a child's pipes.
+
+The fds are non-blocking in the parent only: each pipe end is its own open file
+description, so the child's ends keep the blocking mode programs expect. Readiness comes
+from :func:`anyio.wait_readable`/:func:`anyio.wait_writable`, so the same code runs on every
+anyio backend.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+from collections import deque
+from collections.abc import AsyncIterator
+
+import anyio
+from anyio.abc import ByteReceiveStream, ByteSendStream
+from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled
+
+from ._waiters._base import close_watched_fd
+
+__all__ = ["OutputLimitExceeded", "PipeReceiveStream", "PipeSendStream"]
+
+_READ_SIZE = 65536
+
+
+class OutputLimitExceeded(Exception):
+    """Raised when a stream yields more than a limit given to ``read_all()`` or ``lines()``.
+
+    The stream stays usable: what was read so far is in :attr:`partial`.
+    """
+
+    def __init__(self, limit: int, partial: bytes | str) -> None:
+        super().__init__(f"more than {limit} {'bytes' if isinstance(partial, bytes) else 'characters'}")
+        self.limit = limit
+        self.partial = partial
+
+
+class _PipeEnd:
+    """What both directions share: the fd, closing, and hand-over to another child."""
+
+    _fd: int
+    _busy: bool
+    #: Set when :meth:`Child.wait` closed the stream on the user's behalf.
+    _broken: bool
+
+    def _init(self, fd: int) -> None:
+        self._fd = fd
+        self._busy = False
+        self._broken = False
+
+    def fileno(self) -> int:
+        """The parent's fd; ``-1`` once closed."""
+        return self._fd
+
+    @property
+    def closed(self) -> bool:
+        return self._fd < 0
+
+    def _close(self, *, broken: bool = False) -> None:
+        # Recorded even when already closed: once the user or the block closes a stream
+        # that wait() had closed, later use reports ClosedResourceError.
+        self._broken = broken
+        fd = self._fd
+        if fd >= 0:
+            # Mark first, so a task woken by notify_closing sees the stream as closed.
+            self._fd = -1
+            close_watched_fd(fd)
+
+    def _fd_for_child(self) -> int:
+        """Hand this pipe end to a child about to be spawned, as one of its stdio fds.
+
+        The child shares our open file description, so it would inherit O_NONBLOCK and
+        fail with EAGAIN where it expects to block (trio #1707): switch it back first.
+        """
+        if self._fd < 0:
+            raise anyio.ClosedResourceError
+        os.set_blocking(self._fd, True)
+        return self._fd
+
+    def _handed_over(self) -> None:
+        """The child now owns the pipe end; our copy is closed."""
+        self._close()
+
+    def _not_handed_over(self) -> None:
+        """The spawn failed; the stream goes back to non-blocking use."""
+        if self._fd >= 0:
+            os.set_blocking(self._fd, False)
+
+    def __del__(self) -> None:
+        fd = getattr(self, "_fd", -1)
+        if fd >= 0:
+            self._fd = -1
+            os.close(fd)
+
+
+class PipeReceiveStream(_PipeEnd, ByteReceiveStream):
+    """The read end of a child's stdout or stderr pipe."""
+
+    def __init__(self, fd: int) -> None:
+        self._init(fd)
+
+    async def receive(self, max_bytes: int = _READ_SIZE) -> bytes:
+        """Return at least one byte, waiting until some arrive.
+
+        Raises :class:`anyio.EndOfStream` once the child (and everything else holding the
+        pipe, such as a grandchild) has closed its end, :class:`anyio.ClosedResourceError`
+        if this end was closed, :class:`anyio.BusyResourceError` if another task is
+        already receiving.
+
+        **Cancellation:** safe. No data is lost: bytes are only taken from the pipe when
+        they are returned.
+        """
+        if self._busy:
+            raise anyio.BusyResourceError("reading from")
+        await checkpoint_if_cancelled()
+        self._busy = True
+        try:
+            waited = False
+            while True:
+                fd = self._fd
+                if fd < 0:
+                    raise anyio.ClosedResourceError
+                try:
+                    data = os.read(fd, max_bytes)
+                except BlockingIOError:
+                    await anyio.wait_readable(fd)
+                    waited = True
+                    continue
+                except OSError as exc:
+                    raise anyio.BrokenResourceError from exc
+                if not data:
+                    raise anyio.EndOfStream
+                break
+        finally:
+            self._busy = False
+        if not waited:
+            # Data was ready at once; still let other tasks run, as a checkpoint must.
+            await cancel_shielded_checkpoint()
+        return data
+
+    async def aclose(self) -> None:
+        """Close our end; a task blocked in :meth:`receive` gets ``ClosedResourceError``."""
+        self._close()
+        await checkpoint()
+
+    async def read_all(self, max_bytes: int | None = None) -> bytes:
+        """Read until end of stream and return everything.
+
+        Raises :class:`OutputLimitExceeded` (with the bytes read so far) as soon as more
+        than ``max_bytes`` arrive.
+
+        **Cancellation:** the bytes read so far are lost; the stream stays usable.
+        """
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            try:
+                chunk = await self.receive(_READ_SIZE)
+            except anyio.EndOfStream:
+                return b"".join(chunks)
+            chunks.append(chunk)
+            total += len(chunk)
+            if max_bytes is not None and total > max_bytes:
+                raise OutputLimitExceeded(max_bytes, b"".join(chunks))
+
+    def lines(
+        self,
+        *,
+        encoding: str = "utf-8",
+        errors: str = "strict",
+        max_line_length: int | None = None,
+    ) -> AsyncIterator[str]:
+        """Iterate over decoded lines, without their line endings (``\\n`` or ``\\r\\n``).
+
+        A last line without a newline is yielded too. Raises :class:`OutputLimitExceeded`
+        when a line grows past ``max_line_length`` characters.
+
+        **Cancellation:** a partly received line stays buffered in the iterator, so
+        iterating it again resumes where it stopped.
+        """
+        return _LineIterator(self, encoding, errors, max_line_length)
+
+
+class _LineIterator(AsyncIterator[str]):
+    """A class, not an async generator, so abandoning it mid-way needs no finaliser."""
+
+    def __init__(
+        self, stream: PipeReceiveStream, encoding: str, errors: str, limit: int | None
+    ) -> None:
+        self._stream = stream
+        self._decoder = codecs.getincrementaldecoder(encoding)(errors)
+        self._limit = limit
+        self._partial = ""
+        self._ready: deque[str] = deque()
+        self._eof = False
+
+    def __aiter__(self) -> _LineIterator:
+        return self
+
+    async def __anext__(self) -> str:
+        while not self._ready:
+            if self._eof:
+                raise StopAsyncIteration
+            try:
+                chunk = await self._stream.receive()
+            except anyio.EndOfStream:
+                self._eof = True
+                self._take(self._decoder.decode(b"", final=True), final=True)
+            else:
+                self._take(self._decoder.decode(chunk), final=False)
+        return self._ready.popleft()
+
+    def _take(self, text: str, *, final: bool) -> None:
+        pieces = (self._partial + text).split("\n")
+        self._partial = pieces.pop()
+        for line in pieces:
+            self._ready.append(line[:-1] if line.endswith("\r") else line)
+        if final and self._partial:
+            self._ready.append(self._partial)
+            self._partial = ""
+        limit = self._limit
+        if limit is not None:
+            too_long = [line for line in self._ready if len(line) > limit]
+            if too_long or len(self._partial) > limit:
+                raise OutputLimitExceeded(limit, too_long[0] if too_long else self._partial)
+
+
+class PipeSendStream(_PipeEnd, ByteSendStream):
+    """The write end of a child's stdin pipe."""
+
+    def __init__(self, fd: int) -> None:
+        self._init(fd)
+
+    async def send(self, item: bytes) -> None:
+        """Write all of ``item``, waiting while the pipe is full.
+
+        Raises :class:`anyio.BrokenResourceError` when the child no longer reads (it exited
+        or closed stdin) or after :meth:`Child.wait` closed stdin,
+        :class:`anyio.ClosedResourceError` after this end was closed by :meth:`aclose` or by
+        the block, :class:`anyio.BusyResourceError` if another task is sending.
+
+        **Cancellation:** part of ``item`` may have been written when it is cancelled.
+        """
+        if self._busy:
+            raise anyio.BusyResourceError("writing to")
+        await checkpoint_if_cancelled()
+        self._busy = True
+        try:
+            view = memoryview(item).cast("B")
+            waited = False
+            while view:
+                fd = self._fd
+                if fd < 0:
+                    raise self._closed_error()
+                try:
+                    written = os.write(fd, view)
+                except BlockingIOError:
+                    try:
+                        await anyio.wait_writable(fd)
+                    except anyio.ClosedResourceError:
+                        raise self._closed_error() from None
+                    waited = True
+                    continue
+                except OSError as exc:  # EPIPE: the reader is gone
+                    raise anyio.BrokenResourceError from exc
+                view = view[written:]
+        finally:
+            self._busy = False
+        if not waited:
+            await cancel_shielded_checkpoint()
+
+    def _closed_error(self) -> Exception:
+        if self._broken:
+            return anyio.BrokenResourceError("stdin was closed by Child.wait()")
+        return anyio.ClosedResourceError()
+
+    async def send_eof(self) -> None:
+        """Close our end so the child reads end-of-file; same as :meth:`aclose`."""
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close our end; the child reads end-of-file."""
+        self._close()
+        await checkpoint()

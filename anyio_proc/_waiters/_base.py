@@ -1,0 +1,115 @@
+"""The exit-waiter interface every per-OS mechanism implements."""
+
+from __future__ import annotations
+
+import os
+import threading
+from abc import ABC, abstractmethod
+
+import anyio
+
+__all__ = ["ExitWaiter", "FdWaiter", "close_watched_fd"]
+
+
+class ExitWaiter(ABC):
+    """Watches one child process for its exit, and signals it safely.
+
+    A waiter never consumes an exit status on its own: :meth:`poll` is the only place a
+    child is reaped, and only when the caller asks for it. That keeps the reap on the
+    event-loop side and lets a process-group leader stay a zombie (reserving its pid and
+    pgid) until the group has been dealt with.
+    """
+
+    pid: int
+
+    @abstractmethod
+    def poll(self, *, reap: bool) -> int | None:
+        """Return the child's returncode if it has exited, else ``None``; never blocks.
+
+        With ``reap=False`` the zombie is left in place (``WNOWAIT``), so the pid cannot be
+        recycled yet and the status can be read again. Raises :class:`ChildProcessError`
+        when somebody else reaped the child and its status is lost.
+        """
+
+    @abstractmethod
+    async def wait(self) -> None:
+        """Return once the child may have exited; the status is not consumed.
+
+        May return spuriously (a ptraced child can wake a pidfd without exiting): callers
+        confirm with :meth:`poll`. Several tasks may wait at once. Cancelling a wait does
+        nothing to the child or to the other waiters, and the wait can be started again.
+        """
+
+    @abstractmethod
+    def send_signal(self, sig: int) -> None:
+        """Deliver ``sig`` to the child, which the caller has not reaped.
+
+        Raises :class:`ProcessLookupError` when the process is already gone.
+        """
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release what the waiter holds; called once the child has been reaped."""
+
+    def abandon(self) -> None:
+        """The owner is gone while the child may still run: reap it in the background.
+
+        Used when a ``Child`` is garbage-collected unreaped. Nobody will read the status, so
+        a blocking reap in a daemon thread is fine, and it frees the zombie as soon as the
+        child exits rather than at some later spawn.
+        """
+        thread = threading.Thread(
+            target=self._reap_and_close, name=f"anyio_proc reaper {self.pid}", daemon=True
+        )
+        thread.start()
+
+    def _reap_and_close(self) -> None:
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass
+        self.close()
+
+
+def close_watched_fd(fd: int) -> None:
+    """Close an fd that tasks may have waited on with :func:`anyio.wait_readable`.
+
+    ``notify_closing`` wakes any waiter and drops the backend's registration before the
+    number can be reused; outside an event loop (garbage collection, a reaper thread)
+    nobody can be waiting on it, so there is nothing to notify.
+    """
+    try:
+        anyio.notify_closing(fd)
+    except RuntimeError:
+        pass
+    os.close(fd)
+
+
+class FdWaiter(ExitWaiter):
+    """A waiter whose exit notification is an fd that becomes readable and stays so."""
+
+    __slots__ = ("_busy", "_fd", "pid")
+
+    def __init__(self, pid: int, fd: int) -> None:
+        self.pid = pid
+        self._fd = fd
+        self._busy = False
+
+    async def wait(self) -> None:
+        if not self._busy:
+            self._busy = True
+            try:
+                await anyio.wait_readable(self._fd)
+            finally:
+                self._busy = False
+            return
+        # anyio allows one reader per fd; a duplicate gives each extra task its own, and
+        # "readable" is a property of the shared file description, so all of them wake.
+        extra = os.dup(self._fd)
+        try:
+            await anyio.wait_readable(extra)
+        finally:
+            close_watched_fd(extra)
+
+    def close(self) -> None:
+        close_watched_fd(self._fd)
