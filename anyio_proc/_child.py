@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal as _signal
-import sys
 import time
 import warnings
 from typing import TYPE_CHECKING
@@ -15,17 +13,17 @@ from anyio.abc import Process
 from anyio.lowlevel import checkpoint
 
 from ._status import ExitStatus, Output
-from ._streams import PipeReceiveStream, PipeSendStream
-from ._waiters import group_has_members
+from ._waiters import SIGKILL as _SIGKILL
+from ._waiters import group_has_members, signal_group
 
 if TYPE_CHECKING:
+    from ._streams import PipeReceiveStream, PipeSendStream
     from ._waiters import ExitWaiter
 
 __all__ = ["Child"]
 
 logger = logging.getLogger("anyio_proc")
 
-_SIGKILL = int(getattr(_signal, "SIGKILL", 9))
 # Polling a group whose members are not our children (there is no event for that): start
 # fast, since members usually die with the leader, and back off to a light load.
 _GROUP_POLL_FIRST = 0.001
@@ -95,15 +93,15 @@ class Child(Process):
         return self._args
 
     @property
-    def stdin(self) -> PipeSendStream | None:  # type: ignore[override]
+    def stdin(self) -> PipeSendStream | None:
         return self._stdin
 
     @property
-    def stdout(self) -> PipeReceiveStream | None:  # type: ignore[override]
+    def stdout(self) -> PipeReceiveStream | None:
         return self._stdout
 
     @property
-    def stderr(self) -> PipeReceiveStream | None:  # type: ignore[override]
+    def stderr(self) -> PipeReceiveStream | None:
         return self._stderr
 
     @property
@@ -143,7 +141,9 @@ class Child(Process):
         self._status = status
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
-                "pid %d exited: %s after %.3f s", self._pid, status,
+                "pid %d exited: %s after %.3f s",
+                self._pid,
+                status,
                 time.monotonic() - self._started,
             )
         if reaped:
@@ -244,7 +244,7 @@ class Child(Process):
 
     # -- signals -----------------------------------------------------------------------
 
-    def send_signal(self, signal: int) -> None:  # type: ignore[override]
+    def send_signal(self, signal: int) -> None:
         """Send ``signal`` to the child now; does nothing once it has exited.
 
         A reaped child's pid may already belong to another process, so it is never
@@ -282,7 +282,7 @@ class Child(Process):
 
     def _signal_group(self, sig: int) -> None:
         try:
-            os.killpg(self._pid, sig)
+            signal_group(self._pid, sig)
         except ProcessLookupError:
             return
         logger.debug("sent %s to process group %d", _signal_name(sig), self._pid)
@@ -400,7 +400,3 @@ class Child(Process):
             source=self,
             stacklevel=1,
         )
-
-
-if sys.platform == "win32":  # pragma: no cover
-    _SIGKILL = int(_signal.SIGTERM)

@@ -13,10 +13,12 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol, Union
 
 from anyio import TASK_STATUS_IGNORED
-from anyio.abc import TaskStatus
 
 if TYPE_CHECKING:
-    from typing_extensions import Self, TypeAlias
+    from typing import TypeAlias
+
+    from anyio.abc import TaskStatus
+    from typing_extensions import Self
 
     from ._child import Child
     from ._status import ExitStatus, Output
@@ -49,7 +51,7 @@ class SupportsFileno(Protocol):
 #: What ``Command.stdin()``/``stdout()``/``stderr()`` accept: a :class:`Stdio` value, the
 #: ``subprocess`` constants ``PIPE``/``DEVNULL``/``STDOUT``, an fd, or an object with
 #: ``fileno()`` (an open file, or another ``Child``'s pipe stream to chain processes).
-StdioArg: TypeAlias = Union[Stdio, int, SupportsFileno]
+StdioArg: TypeAlias = Stdio | int | SupportsFileno
 
 _SUBPROCESS_CONSTANTS = {
     subprocess.PIPE: Stdio.PIPE,
@@ -62,7 +64,7 @@ _SIGTERM = int(getattr(_signal, "SIGTERM", 15))
 
 
 def _check_no_nul(value: str | bytes, what: str) -> None:
-    if ("\0" if isinstance(value, str) else b"\0") in value:
+    if (value.find("\0") if isinstance(value, str) else value.find(b"\0")) >= 0:
         raise ValueError(f"{what} contains a NUL byte: {value!r}")
 
 
@@ -72,7 +74,7 @@ def _path_arg(value: object, what: str) -> StrOrBytesPath:
         if not isinstance(raw, (str, bytes)):
             raise TypeError(f"{what} must be str, bytes or os.PathLike, not {type(value).__name__}")
         _check_no_nul(raw, what)
-        return value  # type: ignore[return-value]
+        return value
     if isinstance(value, (str, bytes)):
         _check_no_nul(value, what)
         return value
@@ -90,9 +92,7 @@ def _env_name(key: object) -> str:
 
 def _env_value(key: str, value: object) -> str:
     if not isinstance(value, str):
-        raise TypeError(
-            f"environment variable {key!r} must be a str, not {type(value).__name__}"
-        )
+        raise TypeError(f"environment variable {key!r} must be a str, not {type(value).__name__}")
     _check_no_nul(value, f"environment variable {key!r}")
     return value
 
@@ -383,9 +383,7 @@ class Command:
 
         return spawn(self)
 
-    async def status(
-        self, *, task_status: TaskStatus[Child] = TASK_STATUS_IGNORED
-    ) -> ExitStatus:
+    async def status(self, *, task_status: TaskStatus[Child] = TASK_STATUS_IGNORED) -> ExitStatus:
         """Run to completion with stdio inherited (unless set); return the exit status.
 
         Under ``await tg.start(cmd.status)`` the started value is the running ``Child``.
@@ -399,9 +397,7 @@ class Command:
             task_status.started(child)
             return await child.wait()
 
-    async def output(
-        self, *, task_status: TaskStatus[Child] = TASK_STATUS_IGNORED
-    ) -> Output:
+    async def output(self, *, task_status: TaskStatus[Child] = TASK_STATUS_IGNORED) -> Output:
         """Run to completion with stdout and stderr captured and stdin null (unless set).
 
         Does not raise for a failed status: call ``.check()`` on the result.

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import subprocess
 import sys
-from collections.abc import Generator, Sequence
-from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.lowlevel
 from anyio.lowlevel import checkpoint_if_cancelled
@@ -17,7 +14,11 @@ from anyio.lowlevel import checkpoint_if_cancelled
 from ._child import Child
 from ._command import Command, Stdio, StdioArg, StrOrBytesPath
 from ._streams import PipeReceiveStream, PipeSendStream, _PipeEnd
-from ._waiters import select_waiter
+from ._waiters import SIGKILL, select_waiter, set_blocking
+
+if TYPE_CHECKING:
+    from collections.abc import Generator, Sequence
+    from types import TracebackType
 
 __all__ = ["SpawnContext", "spawn"]
 
@@ -140,7 +141,7 @@ def _resolve_stdio(value: StdioArg | None, which: str, plan: _Plan) -> Any:
         else:
             child_fd, parent_fd = write_fd, read_fd
             plan.parent_streams[which] = PipeReceiveStream(parent_fd)
-        os.set_blocking(parent_fd, False)
+        set_blocking(parent_fd, False)
         plan.child_fds.append(child_fd)
         return child_fd
     if isinstance(value, int):
@@ -242,7 +243,7 @@ def start_child(cmd: Command) -> Child:
         waiter = factory(pid)
     except BaseException:
         # No waiter (EMFILE for the pidfd, say): undo the spawn rather than leak it.
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, SIGKILL)
         os.waitpid(pid, 0)
         for stream in plan.parent_streams.values():
             stream._close()

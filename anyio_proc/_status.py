@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import signal as _signal
 import subprocess
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = ["ExitStatus", "Output", "ProcessFailed"]
 
@@ -140,8 +142,9 @@ class ProcessFailed(subprocess.CalledProcessError):
     ) -> None:
         if not isinstance(status, ExitStatus):
             status = ExitStatus(status, args=[cmd] if isinstance(cmd, str) else cmd)
-        super().__init__(int(status), list(cmd) if not isinstance(cmd, str) else cmd,
-                         output, stderr)
+        super().__init__(
+            int(status), list(cmd) if not isinstance(cmd, str) else cmd, output, stderr
+        )
         self.status = status
 
     def __str__(self) -> str:

@@ -17,6 +17,7 @@ import anyio
 from anyio.abc import ByteReceiveStream, ByteSendStream
 from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled
 
+from ._waiters import set_blocking
 from ._waiters._base import close_watched_fd
 
 __all__ = ["OutputLimitExceeded", "PipeReceiveStream", "PipeSendStream"]
@@ -31,7 +32,8 @@ class OutputLimitExceeded(Exception):
     """
 
     def __init__(self, limit: int, partial: bytes | str) -> None:
-        super().__init__(f"more than {limit} {'bytes' if isinstance(partial, bytes) else 'characters'}")
+        unit = "bytes" if isinstance(partial, bytes) else "characters"
+        super().__init__(f"more than {limit} {unit}")
         self.limit = limit
         self.partial = partial
 
@@ -75,7 +77,7 @@ class _PipeEnd:
         """
         if self._fd < 0:
             raise anyio.ClosedResourceError
-        os.set_blocking(self._fd, True)
+        set_blocking(self._fd, True)
         return self._fd
 
     def _handed_over(self) -> None:
@@ -85,7 +87,7 @@ class _PipeEnd:
     def _not_handed_over(self) -> None:
         """The spawn failed; the stream goes back to non-blocking use."""
         if self._fd >= 0:
-            os.set_blocking(self._fd, False)
+            set_blocking(self._fd, False)
 
     def __del__(self) -> None:
         fd = getattr(self, "_fd", -1)

@@ -13,7 +13,15 @@ from collections.abc import Callable
 
 from ._base import ExitWaiter
 
-__all__ = ["ExitWaiter", "available_waiters", "create_waiter", "group_has_members"]
+__all__ = [
+    "SIGKILL",
+    "ExitWaiter",
+    "available_waiters",
+    "group_has_members",
+    "select_waiter",
+    "set_blocking",
+    "signal_group",
+]
 
 ENV_VAR = "ANYIO_PROC_WAITER"
 
@@ -27,20 +35,21 @@ def _factories() -> dict[str, WaiterFactory]:
         from ._windows import WindowsWaiter
 
         found["windows"] = WindowsWaiter
-        return found
-    if sys.platform == "linux":
-        from . import _pidfd
-
-        if _pidfd.available():
-            found["pidfd"] = _pidfd.PidfdWaiter
     else:
-        from . import _kqueue
+        if sys.platform == "linux":
+            from . import _pidfd
 
-        if _kqueue.available():
-            found["kqueue"] = _kqueue.KqueueWaiter
-    from ._thread import ThreadWaiter
+            if _pidfd.available():
+                found["pidfd"] = _pidfd.PidfdWaiter
+        else:
+            from . import _kqueue
 
-    found["thread"] = ThreadWaiter
+            if _kqueue.available():
+                found["kqueue"] = _kqueue.KqueueWaiter
+        if sys.platform != "darwin" or sys.version_info >= (3, 13):  # needs waitid(WNOWAIT)
+            from ._thread import ThreadWaiter
+
+            found["thread"] = ThreadWaiter
     return found
 
 
@@ -67,18 +76,32 @@ def select_waiter() -> WaiterFactory:
         ) from None
 
 
-def create_waiter(factory: WaiterFactory, pid: int) -> ExitWaiter:
-    return factory(pid)
+# The few process calls that differ by OS, so no other module needs a platform check.
+if sys.platform == "win32":
+    import signal as _signal
 
+    SIGKILL = int(_signal.SIGTERM)  # Windows terminates for every signal
 
-if sys.platform == "linux":
-    from ._proc_linux import group_has_members
-elif sys.platform == "win32":
+    def set_blocking(fd: int, blocking: bool) -> None:
+        raise NotImplementedError("pipes to a child are not supported on Windows yet")
+
+    def signal_group(pgid: int, sig: int) -> None:
+        raise ProcessLookupError("Windows has no process groups to signal")
 
     def group_has_members(pgid: int, leader: int) -> bool | None:
         return False
-else:
 
-    def group_has_members(pgid: int, leader: int) -> bool | None:
-        """Without /proc the members of a group cannot be listed: unknown."""
-        return None
+else:
+    import signal as _signal
+
+    SIGKILL = int(_signal.SIGKILL)
+    set_blocking = os.set_blocking
+    signal_group = os.killpg
+
+    if sys.platform == "linux":
+        from ._proc_linux import group_has_members
+    else:
+
+        def group_has_members(pgid: int, leader: int) -> bool | None:
+            """Without /proc the members of a group cannot be listed: unknown."""
+            return None

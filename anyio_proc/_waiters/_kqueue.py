@@ -11,10 +11,11 @@ import os
 import select
 import sys
 
-from ._base import FdWaiter
-from ._posix import waitid_returncode
+assert sys.platform != "linux"
+assert sys.platform != "win32"
 
-assert sys.platform != "linux" and sys.platform != "win32"
+from ._base import FdWaiter  # noqa: E402
+from ._posix import waitid_returncode  # noqa: E402
 
 __all__ = ["KqueueWaiter", "available"]
 
@@ -29,7 +30,9 @@ class KqueueWaiter(FdWaiter):
     def __init__(self, pid: int) -> None:
         kq = select.kqueue()
         event = select.kevent(
-            pid, select.KQ_FILTER_PROC, select.KQ_EV_ADD | select.KQ_EV_ONESHOT,
+            pid,
+            select.KQ_FILTER_PROC,
+            select.KQ_EV_ADD | select.KQ_EV_ONESHOT,
             select.KQ_NOTE_EXIT,
         )
         try:

@@ -12,10 +12,10 @@ import os
 import signal
 import sys
 
-from ._base import FdWaiter
-from ._posix import waitid_returncode
-
 assert sys.platform == "linux"
+
+from ._base import FdWaiter  # noqa: E402
+from ._posix import waitid_returncode  # noqa: E402
 
 __all__ = ["PidfdWaiter", "available"]
 

@@ -11,10 +11,11 @@ import os
 import sys
 import threading
 
-from ._base import FdWaiter
-from ._posix import waitid_returncode
-
 assert sys.platform != "win32"
+assert sys.platform != "darwin" or sys.version_info >= (3, 13)  # it needs waitid(WNOWAIT)
+
+from ._base import FdWaiter  # noqa: E402
+from ._posix import waitid_returncode  # noqa: E402
 
 __all__ = ["ThreadWaiter"]
 
@@ -38,7 +39,9 @@ class ThreadWaiter(FdWaiter):
             write_fd, self._write_fd = self._write_fd, None
             assert write_fd is not None
             self._thread = threading.Thread(
-                target=self._watch, args=(write_fd,), name=f"anyio_proc waiter {self.pid}",
+                target=self._watch,
+                args=(write_fd,),
+                name=f"anyio_proc waiter {self.pid}",
                 daemon=True,
             )
             self._thread.start()
