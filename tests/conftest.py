@@ -9,8 +9,7 @@ left running or unreaped, if an fd it opened is still open, or if a waiter threa
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
@@ -18,6 +17,9 @@ import pytest
 from anyio_proc._waiters import ENV_VAR, available_waiters
 
 from .helpers import children, join_our_threads, kill_and_reap, open_fds
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 BACKENDS: list[Any] = [
     pytest.param(("asyncio", {"debug": True}), id="asyncio"),
