@@ -12,6 +12,8 @@ from ._child import Child as Child
 from ._command import Command as Command
 from ._command import Stdio as Stdio
 from ._command import StdioArg as StdioArg
+from ._compat import open_process as open_process
+from ._compat import run_process as run_process
 from ._spawn import SpawnContext as SpawnContext
 from ._spawn import spawn as spawn
 from ._status import ExitStatus as ExitStatus
@@ -33,6 +35,8 @@ __all__ = [
     "SpawnContext",
     "Stdio",
     "StdioArg",
+    "open_process",
+    "run_process",
     "spawn",
 ]
 

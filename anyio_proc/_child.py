@@ -59,7 +59,7 @@ class Child(Process):
         shutdown_timeout: float,
         kill_on_drop: bool,
         leads_group: bool,
-        keep_zombie: bool,
+        wait_policy: bool = False,
     ) -> None:
         self._waiter: ExitWaiter | None = waiter
         self._pid = waiter.pid
@@ -71,9 +71,12 @@ class Child(Process):
         self._shutdown_timeout = shutdown_timeout
         self._kill_on_drop = kill_on_drop
         self._leads_group = leads_group
+        # The open_process() policy: on close, wait for a natural exit; kill only when that
+        # wait is interrupted (anyio's semantics). Its callers expect an immediate reap.
+        self._wait_policy = wait_policy
         # A group leader's zombie pins its pgid: until it is reaped the number cannot be
         # reused, so signalling the group cannot hit strangers.
-        self._keep_zombie = keep_zombie
+        self._keep_zombie = leads_group and not wait_policy
         self._status: ExitStatus | None = None
         self._reaped = False
         self._killed = False
@@ -297,6 +300,11 @@ class Child(Process):
         SIGKILL; reap; close stdout and stderr. A :class:`RuntimeWarning` reports an
         escalation to SIGKILL. Calling it again does nothing.
 
+        A child from :func:`open_process` follows anyio's policy instead: close the pipes
+        and wait for the child to exit by itself; only if that wait is cancelled (or
+        otherwise interrupted) is it killed and reaped, shielded, before the exception
+        propagates.
+
         **Cancellation:** shielded: it always completes, within the timeout plus the time
         SIGKILL takes, and the cancellation propagates afterwards.
         """
@@ -304,6 +312,9 @@ class Child(Process):
             await checkpoint()
             return
         self._closed = True
+        if self._wait_policy:
+            await self._close_and_wait()
+            return
         escalated = False
         with anyio.CancelScope(shield=True):
             try:
@@ -320,6 +331,20 @@ class Child(Process):
                 RuntimeWarning,
                 stacklevel=2,
             )
+
+    async def _close_and_wait(self) -> None:
+        """The open_process() exit policy: close the pipes, wait; kill if interrupted."""
+        for stream in (self._stdin, self._stdout, self._stderr):
+            if stream is not None:
+                stream._close()
+        try:
+            await self._wait_exited()
+            await checkpoint()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                self.kill()
+                await self._wait_exited()
+            raise
 
     async def _shut_down(self) -> bool:
         """Signal, wait, escalate and reap; return True if SIGKILL was needed."""

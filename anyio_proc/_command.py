@@ -165,6 +165,7 @@ class _Spec:
     arg0: StrOrBytesPath | None = None
     pre_exec: Callable[[], Any] | None = field(default=None, compare=False)
     creation_flags: int = 0
+    startupinfo: Any = field(default=None, compare=False)  # open_process() passes it on
     shell: bool = False
 
 
@@ -372,7 +373,10 @@ class Command:
         return self._with(pre_exec=fn)
 
     def creation_flags(self, flags: int) -> Command:
-        """Windows: process creation flags (``subprocess.CREATE_NEW_PROCESS_GROUP``, ...)."""
+        """Windows: process creation flags (``subprocess.CREATE_NEW_PROCESS_GROUP``, ...).
+
+        Elsewhere a non-zero value makes the spawn raise :class:`ValueError`.
+        """
         return self._with(creation_flags=_fd(flags, "creation_flags"))
 
     # -- running -------------------------------------------------------------------------

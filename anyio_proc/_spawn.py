@@ -169,8 +169,11 @@ def _popen_kwargs(cmd: Command, plan: _Plan) -> dict[str, Any]:
         "env": cmd._environment(),
         "close_fds": True,
     }
-    if sys.platform == "win32":
+    if spec.startupinfo is not None:
+        kwargs["startupinfo"] = spec.startupinfo  # Popen rejects it off Windows, as it should
+    if spec.creation_flags:
         kwargs["creationflags"] = spec.creation_flags
+    if sys.platform == "win32":
         return kwargs
     for fd in spec.pass_fds:
         _check_open(fd, "pass_fds")
@@ -212,7 +215,7 @@ def _name_program(exc: OSError, cmd: Command) -> None:
         exc.strerror = f"{exc.strerror} (running {program!r})"
 
 
-def start_child(cmd: Command) -> Child:
+def start_child(cmd: Command, *, wait_policy: bool = False) -> Child:
     """Create the process and its ``Child``; leaves nothing open if it raises."""
     spec = cmd._spec
     factory = select_waiter()
@@ -260,7 +263,7 @@ def start_child(cmd: Command) -> Child:
         shutdown_timeout=spec.shutdown_timeout,
         kill_on_drop=spec.kill_on_drop,
         leads_group=leads_group,
-        keep_zombie=leads_group,
+        wait_policy=wait_policy,
     )
     if logger.isEnabledFor(logging.DEBUG):
         logger.debug("spawned pid %d: %s", pid, list(cmd.argv))

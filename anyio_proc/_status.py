@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal as _signal
 import subprocess
 from dataclasses import dataclass
@@ -136,19 +137,22 @@ class ProcessFailed(subprocess.CalledProcessError):
     def __init__(
         self,
         status: int,
-        cmd: Sequence[str] | str,
+        cmd: Any,
         output: bytes | None = None,
         stderr: bytes | None = None,
     ) -> None:
         if not isinstance(status, ExitStatus):
-            status = ExitStatus(status, args=[cmd] if isinstance(cmd, str) else cmd)
-        super().__init__(
-            int(status), list(cmd) if not isinstance(cmd, str) else cmd, output, stderr
-        )
+            argv = [cmd] if isinstance(cmd, (str, bytes, os.PathLike)) else list(cmd)
+            status = ExitStatus(status, args=[os.fsdecode(a) for a in argv])
+        super().__init__(int(status), cmd, output, stderr)
         self.status = status
 
     def __str__(self) -> str:
-        shown = self.cmd if isinstance(self.cmd, str) else " ".join(map(str, self.cmd))
+        cmd = self.cmd
+        if isinstance(cmd, (str, bytes)):
+            shown = os.fsdecode(cmd)
+        else:
+            shown = " ".join(os.fsdecode(a) if isinstance(a, (bytes, str)) else str(a) for a in cmd)
         if not self.status.known:
             head = f"Command {shown!r} was reaped elsewhere; its exit status is unknown"
         elif self.status.signal is not None:
