@@ -102,3 +102,20 @@ def kill_and_reap(pids: object) -> None:
             os.waitpid(pid, 0)
         except ChildProcessError:
             pass
+
+
+async def group_gone(pgid: int, timeout: float = 5.0) -> bool:
+    """Wait until process group ``pgid`` has no live member; False on timeout.
+
+    Signals to a group land on every member at once, but each dies on its own schedule, and
+    nothing notifies a non-parent of the death: polling is the only way to observe it.
+    """
+    import anyio
+
+    delay = 0.001
+    with anyio.move_on_after(timeout):
+        while group_members(pgid):
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        return True
+    return False

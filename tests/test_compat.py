@@ -15,7 +15,7 @@ import pytest
 import anyio_proc
 from anyio_proc import Child, ProcessFailed, open_process, run_process
 
-from .helpers import alive, group_members, py
+from .helpers import alive, group_gone, group_members, py
 
 # A child that reports SIGTERM on stdout and exits 0, once its handler is in place.
 HANDLES_TERM = py(
@@ -374,4 +374,4 @@ async def test_new_session_group_is_signalled_by_kill() -> None:
         child.kill()
         with anyio.fail_after(10):
             await child.wait()
-    assert group_members(child.pid) == []
+    assert await group_gone(child.pid)
