@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import signal as _signal
 import time
 import warnings
+import weakref
 from typing import TYPE_CHECKING
 
 import anyio
@@ -30,6 +33,20 @@ _GROUP_POLL_FIRST = 0.001
 _GROUP_POLL_MAX = 0.05
 # A SIGKILLed process can only linger in uninterruptible sleep; do not hang on that forever.
 _GROUP_KILL_GRACE = 5.0
+
+
+# kill_on_drop children still running when the interpreter exits: their Child objects may
+# never be collected, so they are killed (and reaped) by an exit hook instead.
+_kill_at_exit: weakref.WeakSet[Child] = weakref.WeakSet()
+_main_pid = os.getpid()
+
+
+@atexit.register
+def _kill_remaining() -> None:
+    if os.getpid() != _main_pid:
+        return  # a forked copy of the program: these are its parent's children, not its own
+    for child in list(_kill_at_exit):
+        child._kill_now_and_reap()
 
 
 def _signal_name(sig: int) -> str:
@@ -83,6 +100,9 @@ class Child(Process):
         self._waiting = 0
         self._closed = False
         self._started = time.monotonic()
+        self._owner_pid = os.getpid()
+        if kill_on_drop:
+            _kill_at_exit.add(self)
 
     # -- anyio.abc.Process -------------------------------------------------------------
 
@@ -184,8 +204,9 @@ class Child(Process):
         **Cancellation:** safe. Cancelling does nothing to the process; ``wait()`` can be
         called again, and from several tasks at once.
         """
-        if self._stdin is not None:
-            self._stdin._close(broken=True)
+        stdin = self._stdin
+        if stdin is not None and not stdin.closed:
+            stdin._close(broken=True)
         status = self.try_wait()
         if status is None:
             status = await self._wait_exited()
@@ -399,11 +420,30 @@ class Child(Process):
         state = "running" if status is None else f"exited ({status})"
         return f"<Child pid={self._pid} {state} {list(self._args)!r}>"
 
+    def _kill_now_and_reap(self) -> None:
+        """At interpreter exit: SIGKILL a kill_on_drop child still running, and reap it."""
+        waiter, self._waiter = self._waiter, None
+        if waiter is None or self._reaped:
+            return
+        try:
+            if waiter.poll(reap=True) is None:
+                waiter.send_signal(_SIGKILL)
+                os.waitpid(self._pid, 0)  # blocking is fine: we are exiting, it is dying
+        except (ChildProcessError, ProcessLookupError):
+            pass
+        self._reaped = True
+        waiter.close()
+
     def __del__(self) -> None:
         waiter = getattr(self, "_waiter", None)
         if waiter is None:
             return
         self._waiter = None
+        if self._owner_pid != os.getpid():
+            # Collected in a forked copy of the program: the process is not our child, and
+            # the copy must neither kill nor reap it. Just drop our descriptors.
+            waiter.close()
+            return
         try:
             running = self._reaped is False and waiter.poll(reap=True) is None
         except ChildProcessError:

@@ -196,12 +196,16 @@ class _LineIterator(AsyncIterator[str]):
         self._partial = ""
         self._ready: deque[str] = deque()
         self._eof = False
+        # Raised once the lines before the over-long one have been yielded.
+        self._error: OutputLimitExceeded | None = None
 
     def __aiter__(self) -> _LineIterator:
         return self
 
     async def __anext__(self) -> str:
         while not self._ready:
+            if self._error is not None:
+                raise self._error
             if self._eof:
                 raise StopAsyncIteration
             try:
@@ -216,16 +220,23 @@ class _LineIterator(AsyncIterator[str]):
     def _take(self, text: str, *, final: bool) -> None:
         pieces = (self._partial + text).split("\n")
         self._partial = pieces.pop()
-        for line in pieces:
-            self._ready.append(line[:-1] if line.endswith("\r") else line)
         if final and self._partial:
-            self._ready.append(self._partial)
+            pieces.append(self._partial)
             self._partial = ""
         limit = self._limit
-        if limit is not None:
-            too_long = [line for line in self._ready if len(line) > limit]
-            if too_long or len(self._partial) > limit:
-                raise OutputLimitExceeded(limit, too_long[0] if too_long else self._partial)
+        for line in pieces:
+            if line.endswith("\r"):
+                line = line[:-1]
+            if limit is not None and len(line) > limit:
+                self._fail(limit, line)
+                return
+            self._ready.append(line)
+        if limit is not None and len(self._partial) > limit:
+            self._fail(limit, self._partial)
+
+    def _fail(self, limit: int, line: str) -> None:
+        self._error = OutputLimitExceeded(limit, line)
+        self._partial = ""
 
 
 class PipeSendStream(_PipeEnd, ByteSendStream):

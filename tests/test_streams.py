@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import pytest
@@ -23,6 +23,9 @@ from anyio_proc import (
 )
 
 from .helpers import py
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 # Longer than any test needs; a child that only waits to be shut down runs this long.
 IDLE = "import time; time.sleep(60)"
@@ -360,7 +363,19 @@ async def test_send_eof_lets_cat_finish() -> None:
             stdin = stdin_of(child)
             await stdin.send(b"last words\n")
             await stdin.send_eof()
+            with pytest.raises(anyio.ClosedResourceError):
+                await stdin.send(b"more")
             assert await stdout_of(child).read_all() == b"last words\n"
+            assert await child.wait() == 0
+
+
+async def test_closed_by_user_stays_closed_after_wait() -> None:
+    # wait() closes stdin "as if the child had closed its end" only when it is the one
+    # closing it; a stream the user closed keeps reporting ClosedResourceError.
+    with anyio.fail_after(10):
+        async with spawn(Command("cat").stdin_piped().stdout(Stdio.NULL)) as child:
+            stdin = stdin_of(child)
+            await stdin.send_eof()
             assert await child.wait() == 0
             with pytest.raises(anyio.ClosedResourceError):
                 await stdin.send(b"more")
@@ -374,10 +389,20 @@ def writer_of(data: bytes) -> list[str]:
     return py(f"import sys; sys.stdout.buffer.write({data!r})")
 
 
-async def lines_of(data: bytes, **options: object) -> list[str]:
+async def lines_of(
+    data: bytes,
+    *,
+    encoding: str = "utf-8",
+    errors: str = "strict",
+    max_line_length: int | None = None,
+) -> list[str]:
     with anyio.fail_after(10):
         async with spawn(Command(*writer_of(data)).stdout_piped()) as child:
-            lines = [line async for line in stdout_of(child).lines(**options)]  # type: ignore[arg-type]
+            stream = stdout_of(child)
+            iterator = stream.lines(
+                encoding=encoding, errors=errors, max_line_length=max_line_length
+            )
+            lines = [line async for line in iterator]
             assert await child.wait() == 0
     return lines
 
@@ -395,7 +420,17 @@ async def lines_of(data: bytes, **options: object) -> list[str]:
         (b"inner\rcarriage\n", ["inner\rcarriage"]),
         ("unicode: é ü 😀\n".encode(), ["unicode: é ü 😀"]),
     ],
-    ids=["lf", "crlf", "mixed", "no-final-newline", "empty-lines", "crlf-only", "nothing", "cr", "utf8"],
+    ids=[
+        "lf",
+        "crlf",
+        "mixed",
+        "no-final-newline",
+        "empty-lines",
+        "crlf-only",
+        "nothing",
+        "cr",
+        "utf8",
+    ],
 )
 async def test_lines(data: bytes, expected: list[str]) -> None:
     assert await lines_of(data) == expected
@@ -457,11 +492,11 @@ async def test_lines_max_line_length() -> None:
     data = b"short\n" + b"x" * 100 + b"\nafter\n"
     with anyio.fail_after(10):
         async with spawn(Command(*writer_of(data)).stdout_piped()) as child:
-            seen: list[str] = []
+            lines = stdout_of(child).lines(max_line_length=10)
+            # The line within the limit comes first; the error comes with the long one.
+            assert await lines.__anext__() == "short"
             with pytest.raises(OutputLimitExceeded) as info:
-                async for line in stdout_of(child).lines(max_line_length=10):
-                    seen.append(line)
-    assert seen == ["short"]
+                await lines.__anext__()
     assert info.value.limit == 10
     assert isinstance(info.value.partial, str)
     assert len(info.value.partial) > 10
@@ -591,11 +626,11 @@ async def test_handed_on_stream_is_blocking_in_the_next_child() -> None:
         async with spawn(Command(*py(first_code)).stdin_piped().stdout_piped()) as first:
             second_cmd = Command(*py(second_code)).stdin(stdout_of(first)).stdout_piped()
             async with spawn(second_cmd) as second:
-                out = stdout_of(second)
-                assert await receive_line(out) == b"blocking\n"
-                assert await receive_line(out) == b"got one\n"
+                lines = stdout_of(second).lines()
+                assert await lines.__anext__() == "blocking"
+                assert await lines.__anext__() == "got one"
                 await stdin_of(first).send(b"go\n")
-                assert await out.read_all() == b"got two\n"
+                assert [line async for line in lines] == ["got two"]
                 assert await second.wait() == 0
             assert await first.wait() == 0
         assert stdout_of(first).fileno() == -1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from abc import ABC, abstractmethod
 
@@ -58,10 +59,18 @@ class ExitWaiter(ABC):
         a blocking reap in a daemon thread is fine, and it frees the zombie as soon as the
         child exits rather than at some later spawn.
         """
+        if sys.is_finalizing():
+            # A thread started now never runs, and Thread.start() would wait for it forever.
+            # The process is ending: its children are re-parented to init, which reaps them.
+            self.close()
+            return
         thread = threading.Thread(
             target=self._reap_and_close, name=f"anyio_proc reaper {self.pid}", daemon=True
         )
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError:  # "can't create new thread at interpreter shutdown"
+            self.close()
 
     def _reap_and_close(self) -> None:
         try:
