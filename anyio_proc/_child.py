@@ -131,9 +131,11 @@ class Child(Process):
     def returncode(self) -> int | None:
         """``None`` while running, else as ``subprocess``: negative for a signal.
 
-        Reading it polls the process, like :meth:`try_wait`.
+        Reading it polls the process, like :meth:`try_wait`. A plain ``int``, as code written
+        for ``subprocess`` and anyio formats it; :meth:`wait` gives the :class:`ExitStatus`.
         """
-        return self.try_wait()
+        status = self.try_wait()
+        return None if status is None else int(status)
 
     # -- waiting -----------------------------------------------------------------------
 
