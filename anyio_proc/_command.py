@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
     from ._child import Child
+    from ._spawn import SpawnContext
     from ._status import ExitStatus, Output
 
 __all__ = ["Command", "Stdio", "StdioArg", "StrOrBytesPath"]
@@ -381,7 +382,7 @@ class Command:
 
     # -- running -------------------------------------------------------------------------
 
-    def spawn(self) -> Any:
+    def spawn(self) -> SpawnContext:
         """Same as ``spawn(self)``: await it, or use it with ``async with``."""
         from ._spawn import spawn
 

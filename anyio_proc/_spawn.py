@@ -221,16 +221,18 @@ def start_child(cmd: Command, *, wait_policy: bool = False) -> Child:
     factory = select_waiter()
     plan = _Plan()
     try:
-        kwargs = _popen_kwargs(cmd, plan)
-        argv: list[StrOrBytesPath] = [spec.program if spec.arg0 is None else spec.arg0]
-        argv.extend(spec.args)
         try:
+            kwargs = _popen_kwargs(cmd, plan)
+            argv: list[StrOrBytesPath] = [spec.program if spec.arg0 is None else spec.arg0]
+            argv.extend(spec.args)
             popen = subprocess.Popen(argv, executable=spec.program, **kwargs)
-        except OSError as exc:
+        except OSError as exc:  # from our pipes (EMFILE) as much as from the spawn itself
             _name_program(exc, cmd)
             raise
         except subprocess.SubprocessError as exc:
-            raise RuntimeError(f"pre_exec failed in the child for {cmd!r}: {exc}") from exc
+            raise subprocess.SubprocessError(
+                f"pre_exec raised in the child of {cmd!r}; nothing was run"
+            ) from exc
     except BaseException:
         plan.close_all()
         raise
