@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-import sys
 from typing import TYPE_CHECKING, Any
 
 import anyio.lowlevel
@@ -13,6 +12,7 @@ from anyio.lowlevel import checkpoint_if_cancelled
 
 from ._child import Child
 from ._command import Command, Stdio, StdioArg, StrOrBytesPath
+from ._launch import launch
 from ._streams import PipeReceiveStream, PipeSendStream, _PipeEnd
 from ._waiters import SIGKILL, select_waiter, set_blocking
 
@@ -23,8 +23,6 @@ if TYPE_CHECKING:
 __all__ = ["SpawnContext", "spawn"]
 
 logger = logging.getLogger("anyio_proc")
-
-_PY311 = sys.version_info >= (3, 11)
 
 
 def spawn(cmd: Command | Sequence[StrOrBytesPath] | StrOrBytesPath) -> SpawnContext:
@@ -125,8 +123,8 @@ def _check_open(fd: int, what: str) -> None:
         raise ValueError(f"{what} names fd {fd}, which is not open") from None
 
 
-def _resolve_stdio(value: StdioArg | None, which: str, plan: _Plan) -> Any:
-    """Map one stdio setting to what ``Popen`` takes, opening a pipe if needed."""
+def _resolve_stdio(value: StdioArg | None, which: str, plan: _Plan) -> int | None:
+    """Map one stdio setting to a launch target, opening a pipe if needed."""
     if value is None or value is Stdio.INHERIT:
         return None
     if value is Stdio.NULL:
@@ -159,50 +157,6 @@ def _resolve_stdio(value: StdioArg | None, which: str, plan: _Plan) -> Any:
     return fd
 
 
-def _popen_kwargs(cmd: Command, plan: _Plan) -> dict[str, Any]:
-    spec = cmd._spec
-    kwargs: dict[str, Any] = {
-        "stdin": _resolve_stdio(spec.stdin, "stdin", plan),
-        "stdout": _resolve_stdio(spec.stdout, "stdout", plan),
-        "stderr": _resolve_stdio(spec.stderr, "stderr", plan),
-        "cwd": spec.cwd,
-        "env": cmd._environment(),
-        "close_fds": True,
-    }
-    if spec.startupinfo is not None:
-        kwargs["startupinfo"] = spec.startupinfo  # Popen rejects it off Windows, as it should
-    if spec.creation_flags:
-        kwargs["creationflags"] = spec.creation_flags
-    if sys.platform == "win32":
-        return kwargs
-    for fd in spec.pass_fds:
-        _check_open(fd, "pass_fds")
-    kwargs.update(
-        pass_fds=spec.pass_fds,
-        start_new_session=spec.new_session,
-        user=spec.uid,
-        group=spec.gid,
-        extra_groups=spec.groups,
-        umask=-1 if spec.umask is None else spec.umask,
-    )
-    pre_exec = spec.pre_exec
-    pgid = spec.process_group
-    if pgid is not None:
-        if _PY311:
-            kwargs["process_group"] = pgid
-        else:
-            user_fn = pre_exec
-
-            def pre_exec() -> None:
-                os.setpgid(0, pgid)
-                if user_fn is not None:
-                    user_fn()
-
-    if pre_exec is not None:
-        kwargs["preexec_fn"] = pre_exec
-    return kwargs
-
-
 def _name_program(exc: OSError, cmd: Command) -> None:
     """Make an OS error from spawning say which program it was about."""
     program = os.fsdecode(cmd._spec.program)
@@ -222,10 +176,14 @@ def start_child(cmd: Command, *, wait_policy: bool = False) -> Child:
     plan = _Plan()
     try:
         try:
-            kwargs = _popen_kwargs(cmd, plan)
-            argv: list[StrOrBytesPath] = [spec.program if spec.arg0 is None else spec.arg0]
-            argv.extend(spec.args)
-            popen = subprocess.Popen(argv, executable=spec.program, **kwargs)
+            stdio = (
+                _resolve_stdio(spec.stdin, "stdin", plan),
+                _resolve_stdio(spec.stdout, "stdout", plan),
+                _resolve_stdio(spec.stderr, "stderr", plan),
+            )
+            for fd in spec.pass_fds:
+                _check_open(fd, "pass_fds")
+            pid = launch(spec, cmd._environment(), stdio)
         except OSError as exc:  # from our pipes (EMFILE) as much as from the spawn itself
             _name_program(exc, cmd)
             raise
@@ -236,10 +194,6 @@ def start_child(cmd: Command, *, wait_policy: bool = False) -> Child:
     except BaseException:
         plan.close_all()
         raise
-    # We own the reap. A Popen with a returncode set never queues the pid for
-    # subprocess's own cleanup (which would waitpid() it behind our back) and never warns.
-    popen.returncode = 0
-    pid = popen.pid
     for fd in plan.child_fds:
         os.close(fd)
     for handed in plan.streams_handed:
