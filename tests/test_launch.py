@@ -1,0 +1,133 @@
+"""The two ways a process is created (posix_spawn, Popen) give the child the same start."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from anyio_proc import Command
+
+from .helpers import py
+
+LIST_FDS = py(
+    "import os\n"
+    "def is_open(fd):\n"
+    "    try:\n"
+    "        os.fstat(fd)\n"
+    "    except OSError:\n"
+    "        return False\n"
+    "    return True\n"
+    # listdir's own fd is closed once it returns: fstat tells it apart.
+    "print(*sorted(fd for fd in map(int, os.listdir('/proc/self/fd')) if is_open(fd)))"
+)
+# Not a Python child: Python sets SIGPIPE to ignored for itself at start-up.
+SIG_IGNORED = ["grep", "^SigIgn:", "/proc/self/status"]
+
+
+FAILS_BEFORE_SPAWNING = ("test_missing_program", "test_not_executable")
+
+
+@pytest.fixture(params=["posix_spawn", "popen"])
+def path_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Run the test through each launch path, and check that it was the one used."""
+    used: list[str] = []
+    real_spawn = os.posix_spawn
+
+    def spying_spawn(*args: object, **kwargs: object) -> int:
+        used.append("posix_spawn")
+        return real_spawn(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "posix_spawn", spying_spawn)
+    yield request.param
+    if request.param == "popen":
+        assert not used, "posix_spawn was used where Popen was expected"
+    else:  # a program not found in PATH fails before any spawn call
+        assert used or request.node.name.startswith(FAILS_BEFORE_SPAWNING)
+
+
+def through(cmd: Command, path_kind: str, tmp_path: Path) -> Command:
+    # A working directory is one of the options only Popen can apply.
+    return cmd if path_kind == "posix_spawn" else cmd.current_dir(tmp_path)
+
+
+async def test_inheritable_parent_fd_is_not_passed(path_kind: str, tmp_path: Path) -> None:
+    read_fd, write_fd = os.pipe()
+    os.set_inheritable(write_fd, True)  # what close_fds is for: PEP 446 would hide it anyway
+    try:
+        out = await through(Command(*LIST_FDS), path_kind, tmp_path).output()
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+    assert out.stdout.split() == [b"0", b"1", b"2"]
+
+
+async def test_pass_fds_and_stdio_survive(tmp_path: Path) -> None:
+    read_fd, write_fd = os.pipe()
+    try:
+        out = await Command(*LIST_FDS).pass_fds([write_fd]).output()
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+    assert out.stdout.split() == [b"0", b"1", b"2", str(write_fd).encode()]
+
+
+async def test_sigpipe_is_default_and_sighup_ignore_is_inherited(
+    path_kind: str, tmp_path: Path
+) -> None:
+    # Python ignores SIGPIPE for itself; a child must get it back at its default (or it
+    # would loop on EPIPE instead of dying like under a shell). Other dispositions follow
+    # POSIX and subprocess: an ignored SIGHUP (nohup) is inherited.
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        out = await through(Command(*SIG_IGNORED), path_kind, tmp_path).output()
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    ignored = int(out.stdout.split()[1], 16)
+    assert not ignored & (1 << (signal.SIGPIPE - 1))
+    assert ignored & (1 << (signal.SIGHUP - 1))
+
+
+def make_script(directory: Path, name: str, mode: int) -> Path:
+    script = directory / name
+    script.write_text("#!/bin/sh\necho found in $0\n")
+    script.chmod(mode)
+    return script
+
+
+async def test_program_is_searched_in_the_childs_path(path_kind: str, tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    make_script(bin_dir, "only-here", stat.S_IRWXU)
+    cmd = Command("only-here").env("PATH", f"/nonexistent:{bin_dir}")
+    out = await through(cmd, path_kind, tmp_path).output()
+    assert out.stdout == f"found in {bin_dir}/only-here\n".encode()
+
+
+async def test_not_executable_in_path_is_permission_error(path_kind: str, tmp_path: Path) -> None:
+    make_script(tmp_path, "not-executable", stat.S_IRUSR | stat.S_IWUSR)
+    cmd = Command("not-executable").env("PATH", str(tmp_path))
+    with pytest.raises(PermissionError, match="not-executable"):
+        await through(cmd, path_kind, tmp_path).output()
+
+
+async def test_missing_program_names_it(path_kind: str, tmp_path: Path) -> None:
+    cmd = Command("surely-not-a-program-anyio-proc").env("PATH", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="surely-not-a-program-anyio-proc"):
+        await through(cmd, path_kind, tmp_path).output()
+
+
+async def test_stderr_to_stdout_and_devnull(path_kind: str, tmp_path: Path) -> None:
+    cmd = Command("sh", "-c", "echo out; echo err >&2; cat").stdout_piped()
+    out = await through(cmd.stderr(1), path_kind, tmp_path).output()  # fd 1: our stdout
+    assert out.stdout == b"out\n"  # stdin is null: cat ends at once
+    merged = await through(
+        cmd.stderr(-2),
+        path_kind,
+        tmp_path,  # subprocess.STDOUT
+    ).output()
+    assert sorted(merged.stdout.split()) == [b"err", b"out"]
