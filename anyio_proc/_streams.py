@@ -17,12 +17,14 @@ import anyio
 from anyio.abc import ByteReceiveStream, ByteSendStream
 from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled
 
-from ._waiters import set_blocking
+from ._waiters import grow_pipe, set_blocking
 from ._waiters._base import close_watched_fd
 
 __all__ = ["OutputLimitExceeded", "PipeReceiveStream", "PipeSendStream"]
 
 _READ_SIZE = 65536
+#: The default pipe capacity: a read this large means the writer is outpacing us.
+_PIPE_FULL = 65536
 
 
 class OutputLimitExceeded(Exception):
@@ -101,6 +103,7 @@ class PipeReceiveStream(_PipeEnd, ByteReceiveStream):
 
     def __init__(self, fd: int) -> None:
         self._init(fd)
+        self._grown = False
 
     async def receive(self, max_bytes: int = _READ_SIZE) -> bytes:
         """Return at least one byte, waiting until some arrive.
@@ -133,6 +136,9 @@ class PipeReceiveStream(_PipeEnd, ByteReceiveStream):
                     raise anyio.BrokenResourceError from exc
                 if not data:
                     raise anyio.EndOfStream
+                if len(data) >= _PIPE_FULL and not self._grown:
+                    self._grown = True
+                    grow_pipe(fd)
                 break
         finally:
             self._busy = False
@@ -244,6 +250,7 @@ class PipeSendStream(_PipeEnd, ByteSendStream):
 
     def __init__(self, fd: int) -> None:
         self._init(fd)
+        self._grown = False
 
     async def send(self, item: bytes) -> None:
         """Write all of ``item``, waiting while the pipe is full.
@@ -269,6 +276,12 @@ class PipeSendStream(_PipeEnd, ByteSendStream):
                 try:
                     written = os.write(fd, view)
                 except BlockingIOError:
+                    if not self._grown:
+                        # The child reads slower than we write: a bigger pipe means
+                        # fewer wake-ups on both sides. Retry before waiting.
+                        self._grown = True
+                        grow_pipe(fd)
+                        continue
                     try:
                         await anyio.wait_writable(fd)
                     except anyio.ClosedResourceError:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import sys
 from typing import TYPE_CHECKING
 
 import anyio
@@ -701,3 +702,45 @@ async def test_stderr_merged_into_stdout(merge: Stdio | int) -> None:
             data = await stdout_of(child).read_all()
             assert await child.wait() == 0
     assert data == b"out 0\nerr 0\nout 1\nerr 1\nout 2\nerr 2\n"
+
+
+# -- pipe capacity (Linux) ---------------------------------------------------------------------
+
+
+def _pipe_size(fd: int) -> int:
+    import fcntl
+
+    return fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="F_GETPIPE_SZ is Linux-only")
+async def test_busy_pipes_grow_and_quiet_ones_do_not() -> None:
+    # A flooding child fills the 64 KiB default: the reader enlarges the pipe so both
+    # sides wake less often. A child that writes a line keeps the default, so many quiet
+    # children do not use up the user's pipe budget.
+    cmd = Command("head", "-c", str(8 << 20), "/dev/zero").stdout_piped().stdin_piped()
+    async with spawn(cmd) as child:
+        assert child.stdout is not None
+        assert child.stdin is not None
+        fd = child.stdout.fileno()
+        default = _pipe_size(fd)
+        assert len(await child.stdout.read_all()) == 8 << 20
+        assert _pipe_size(fd) > default
+        assert _pipe_size(child.stdin.fileno()) == default
+    async with spawn(Command(*py("print('hi')")).stdout_piped()) as child:
+        assert child.stdout is not None
+        assert await child.stdout.read_all() == b"hi\n"
+        assert _pipe_size(child.stdout.fileno()) == default
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="F_GETPIPE_SZ is Linux-only")
+async def test_a_slow_reader_grows_the_stdin_pipe() -> None:
+    code = "import sys; sys.stdin.buffer.read(1); sys.stdin.buffer.read()"
+    async with spawn(Command(*py(code)).stdin_piped()) as child:
+        assert child.stdin is not None
+        fd = child.stdin.fileno()
+        default = _pipe_size(fd)
+        await child.stdin.send(b"x" * (4 << 20))
+        assert _pipe_size(fd) > default
+        await child.stdin.aclose()
+        assert await child.wait() == 0

@@ -18,6 +18,7 @@ __all__ = [
     "ExitWaiter",
     "available_waiters",
     "group_has_members",
+    "grow_pipe",
     "select_waiter",
     "set_blocking",
     "signal_group",
@@ -91,6 +92,9 @@ if sys.platform == "win32":
     def group_has_members(pgid: int, leader: int) -> bool | None:
         return False
 
+    def grow_pipe(fd: int) -> None:
+        pass
+
 else:
     import signal as _signal
 
@@ -99,8 +103,12 @@ else:
     signal_group = os.killpg
 
     if sys.platform == "linux":
+        from ._pipe_linux import grow_pipe
         from ._proc_linux import group_has_members
     else:
+
+        def grow_pipe(fd: int) -> None:
+            """Pipe capacity is fixed outside Linux."""
 
         def group_has_members(pgid: int, leader: int) -> bool | None:
             """Without /proc the members of a group cannot be listed: unknown."""
