@@ -109,8 +109,17 @@ def _inheritable_fds(keep: int) -> list[int]:
 if sys.platform == "linux":
 
     def _posix_spawn(spec: _Spec, env: dict[str, str] | None, stdio: tuple[int | None, ...]) -> int:
-        environ: Any = os.environ if env is None else env
-        path = _find_program(spec.program, environ)
+        environ: Any
+        if env is not None:
+            environ = env
+        elif sys.version_info >= (3, 13):
+            environ = None  # the C environment as it is, as Popen passes it: no conversion
+        else:
+            # os.environ's own dict of encoded entries (what it hands putenv): read in C.
+            # Passing os.environ would decode and re-encode every entry in Python, a fifth
+            # of the cost of a spawn.
+            environ = getattr(os.environ, "_data", os.environ)
+        path = _find_program(spec.program, os.environ if environ is None else environ)
         argv = [spec.program if spec.arg0 is None else spec.arg0, *spec.args]
         actions: list[tuple[Any, ...]] = []
         for target, source in enumerate(stdio):
