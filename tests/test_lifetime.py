@@ -7,8 +7,19 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 from .helpers import alive
+
+
+def gone_within(pid: int, seconds: float) -> bool:
+    """Poll the process table (no event exists for a non-child) until ``pid`` is dead."""
+    deadline = time.monotonic() + seconds
+    while alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def run_script(code: str, *warning_options: str) -> subprocess.CompletedProcess[str]:
@@ -53,7 +64,8 @@ def test_interpreter_exit_kills_kill_on_drop_children_and_does_not_hang() -> Non
         assert "Exception ignored" not in result.stderr
         assert f"<Child pid={left_pid} running" in result.stderr
         assert f"<Child pid={killed_pid} " not in result.stderr
-        assert not alive(killed_pid)
+        # SIGKILL was sent at exit; dying takes the kernel a moment on a busy machine.
+        assert gone_within(killed_pid, 10)
         # Documented: without kill_on_drop a child outlives the program, as with subprocess.
         assert alive(left_pid)
     finally:
