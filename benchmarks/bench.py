@@ -1045,6 +1045,7 @@ def scale_result(
         "start_s": (t1 - t0) / 1e9,
         "py_threads": running["py_threads"],
         "os_threads": running["os_threads"],
+        "d_threads": running["os_threads"] - base["os_threads"],
         "d_fds": running["fds"] - base["fds"],
         "d_rss_mib": running["rss_mib"] - base["rss_mib"],
         "shutdown_ms": (t3 - t2) / 1e6,
@@ -1436,7 +1437,7 @@ def latency_table(sc: Scenario) -> list[str]:
 
 
 def scale_table(sc: Scenario) -> list[str]:
-    keys = ["start_s", "py_threads", "os_threads", "d_fds", "d_rss_mib", "shutdown_ms"]
+    keys = ["start_s", "py_threads", "os_threads", "d_threads", "d_fds", "d_rss_mib", "shutdown_ms"]
     med: dict[str, dict[str, float]] = {}
     for row in sc.rows:
         vals = [v for v in row.values if isinstance(v, dict)]
@@ -1448,7 +1449,7 @@ def scale_table(sc: Scenario) -> list[str]:
     floor = floors[0] if floors else None
     lines = [
         (
-            f"| stack | start {sc.size} (s) | threads py / OS | Δ fds | Δ RSS MiB | "
+            f"| stack | start {sc.size} (s) | threads py / OS (Δ) | Δ fds | Δ RSS MiB | "
             f"shutdown ms | shutdown {X} best peer | {X} sync floor |"
         ),
         "|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -1460,7 +1461,8 @@ def scale_table(sc: Scenario) -> list[str]:
         m = med[row.label]
         lines.append(
             f"| {_label(row)} | {m['start_s']:.2f} | {m['py_threads']:.0f} / "
-            f"{m['os_threads']:.0f} | {m['d_fds']:+.0f} | {m['d_rss_mib']:+.1f} | "
+            f"{m['os_threads']:.0f} ({m['d_threads']:+.0f}) | {m['d_fds']:+.0f} | "
+            f"{m['d_rss_mib']:+.1f} | "
             f"{fmt(m['shutdown_ms'])} | {ratio(m['shutdown_ms'], best, False)} | "
             f"{ratio(m['shutdown_ms'], floor, False)} |"
         )
