@@ -229,10 +229,11 @@ async def test_cancel_while_sending_into_a_full_pipe() -> None:
         assert child.stdout is not None
         lines = child.stdout.lines()
         assert await first_line(lines) == "ready"
-        # The child does not read, so the pipe fills up and send() blocks.
+        # The child does not read, so the pipe fills up and send() blocks (4 MiB: more
+        # than a busy pipe grows to).
         for _ in range(2):  # and the stream is not left "busy" by a cancelled send
             with anyio.move_on_after(0.1) as scope:
-                await child.stdin.send(b"x" * (1 << 20))
+                await child.stdin.send(b"x" * (4 << 20))
             assert scope.cancelled_caught
         assert alive(child.pid)
         child.send_signal(signal.SIGUSR1)
@@ -242,7 +243,7 @@ async def test_cancel_while_sending_into_a_full_pipe() -> None:
             report = await first_line(lines)
     count, tail = report.split()
     assert tail == "END"
-    assert 3 < int(count) < 2 * (1 << 20) + 3
+    assert 3 < int(count) < 2 * (4 << 20) + 3
 
 
 async def test_cancel_while_sending_to_a_child_that_never_reads() -> None:
