@@ -14,6 +14,11 @@ from ._command import Stdio as Stdio
 from ._command import StdioArg as StdioArg
 from ._compat import open_process as open_process
 from ._compat import run_process as run_process
+from ._pipeline import Pipeline as Pipeline
+from ._pipeline import PipelineChild as PipelineChild
+from ._pipeline import PipelineSpawnContext as PipelineSpawnContext
+from ._pipeline import PipelineStatus as PipelineStatus
+from ._pty import PtyStream as PtyStream
 from ._spawn import SpawnContext as SpawnContext
 from ._spawn import spawn as spawn
 from ._status import ExitStatus as ExitStatus
@@ -22,19 +27,42 @@ from ._status import ProcessFailed as ProcessFailed
 from ._streams import OutputLimitExceeded as OutputLimitExceeded
 from ._streams import PipeReceiveStream as PipeReceiveStream
 from ._streams import PipeSendStream as PipeSendStream
+from ._supervisor import Backoff as Backoff
+from ._supervisor import OutputLine as OutputLine
+from ._supervisor import ReadyLine as ReadyLine
+from ._supervisor import ReadyPort as ReadyPort
+from ._supervisor import Restart as Restart
+from ._supervisor import Service as Service
+from ._supervisor import ServiceEvent as ServiceEvent
+from ._supervisor import ServiceFailed as ServiceFailed
+from ._supervisor import Supervisor as Supervisor
 
 __all__ = [
+    "Backoff",
     "Child",
     "Command",
     "ExitStatus",
     "Output",
     "OutputLimitExceeded",
+    "OutputLine",
     "PipeReceiveStream",
     "PipeSendStream",
+    "Pipeline",
+    "PipelineChild",
+    "PipelineSpawnContext",
+    "PipelineStatus",
     "ProcessFailed",
+    "PtyStream",
+    "ReadyLine",
+    "ReadyPort",
+    "Restart",
+    "Service",
+    "ServiceEvent",
+    "ServiceFailed",
     "SpawnContext",
     "Stdio",
     "StdioArg",
+    "Supervisor",
     "open_process",
     "run_process",
     "spawn",

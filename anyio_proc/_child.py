@@ -16,10 +16,15 @@ from anyio.abc import Process
 from anyio.lowlevel import checkpoint
 
 from ._status import ExitStatus, Output
+from ._tree import Descendants
 from ._waiters import SIGKILL as _SIGKILL
 from ._waiters import group_has_members, signal_group
 
 if TYPE_CHECKING:
+    import re
+    from typing import AnyStr
+
+    from ._pty import PtyStream
     from ._streams import PipeReceiveStream, PipeSendStream
     from ._waiters import ExitWaiter
 
@@ -72,11 +77,13 @@ class Child(Process):
         stdin: PipeSendStream | None,
         stdout: PipeReceiveStream | None,
         stderr: PipeReceiveStream | None,
+        pty: PtyStream | None = None,
         shutdown_signal: int,
         shutdown_timeout: float,
         kill_on_drop: bool,
         leads_group: bool,
         wait_policy: bool = False,
+        kill_tree: bool = False,
     ) -> None:
         self._waiter: ExitWaiter | None = waiter
         self._pid = waiter.pid
@@ -84,6 +91,7 @@ class Child(Process):
         self._stdin = stdin
         self._stdout = stdout
         self._stderr = stderr
+        self._pty = pty
         self._shutdown_signal = shutdown_signal
         self._shutdown_timeout = shutdown_timeout
         self._kill_on_drop = kill_on_drop
@@ -94,6 +102,8 @@ class Child(Process):
         # A group leader's zombie pins its pgid: until it is reaped the number cannot be
         # reused, so signalling the group cannot hit strangers.
         self._keep_zombie = leads_group and not wait_policy
+        # Command.kill_tree: the descendants found (and held) by the walks of _deliver().
+        self._tree = Descendants(self._pid) if kill_tree else None
         self._status: ExitStatus | None = None
         self._reaped = False
         self._killed = False
@@ -268,6 +278,36 @@ class Child(Process):
         status = await self.wait()
         return Output(status, results.get("stdout", b""), results.get("stderr", b""))
 
+    # -- pseudo-terminal ---------------------------------------------------------------
+
+    @property
+    def pty(self) -> PtyStream | None:
+        """Our side of the child's pseudo-terminal (:meth:`Command.pty`), else ``None``.
+
+        One bidirectional byte stream: ``send`` types at the terminal, ``receive`` reads
+        what the program wrote there; see :class:`PtyStream`.
+        """
+        return self._pty
+
+    def _terminal(self) -> PtyStream:
+        if self._pty is None:
+            raise RuntimeError(f"{self!r} has no pseudo-terminal; start it with Command.pty()")
+        return self._pty
+
+    def resize(self, rows: int, cols: int) -> None:
+        """Set the size of the child's terminal; its foreground programs get SIGWINCH."""
+        self._terminal().resize(rows, cols)
+
+    async def expect(
+        self,
+        pattern: AnyStr | re.Pattern[AnyStr],
+        *,
+        timeout: float | None = None,
+        encoding: str = "utf-8",
+    ) -> re.Match[AnyStr]:
+        """Wait until the terminal output matches ``pattern``; see :meth:`PtyStream.expect`."""
+        return await self._terminal().expect(pattern, timeout=timeout, encoding=encoding)
+
     # -- signals -----------------------------------------------------------------------
 
     def send_signal(self, signal: int) -> None:
@@ -283,12 +323,10 @@ class Child(Process):
         self._signal_child(int(getattr(_signal, "SIGTERM", 15)))
 
     def kill(self) -> None:
-        """Send SIGKILL; to the whole process group when the child leads one."""
+        """Send SIGKILL; to the whole process group when the child leads one, and to every
+        descendant with :meth:`Command.kill_tree`."""
         self._killed = True
-        if self._group_signallable():
-            self._signal_group(_SIGKILL)
-        else:
-            self._signal_child(_SIGKILL)
+        self._deliver(_SIGKILL)
 
     def _signal_child(self, sig: int) -> None:
         if self._status is not None or self._reaped:
@@ -304,7 +342,20 @@ class Child(Process):
 
     def _group_signallable(self) -> bool:
         """True while the group number is still pinned by our unreaped leader."""
-        return self._leads_group and not self._reaped
+        if not self._leads_group or self._reaped:
+            return False
+        # A foreign reaper (a SIGCHLD handler calling waitpid(-1)) may have taken the
+        # leader, freeing the group number for reuse: look again (without reaping, so an
+        # unobserved exit still leaves the group pinned) before trusting it.
+        if self._waiter is not None:
+            try:
+                self._waiter.poll(reap=False)
+            except ChildProcessError:
+                if self._status is None:
+                    self._record(ExitStatus.unknown(args=self._args), reaped=True)
+                else:
+                    self._set_reaped()
+        return not self._reaped
 
     def _signal_group(self, sig: int) -> None:
         try:
@@ -343,9 +394,11 @@ class Child(Process):
             try:
                 escalated = await self._shut_down()
             finally:
-                for stream in (self._stdin, self._stdout, self._stderr):
+                for stream in (self._stdin, self._stdout, self._stderr, self._pty):
                     if stream is not None:
                         stream._close()
+                if self._tree is not None:
+                    self._tree.close()
         if escalated:
             warnings.warn(
                 f"{self!r} was still running {self._shutdown_timeout:g} s after "
@@ -357,7 +410,7 @@ class Child(Process):
 
     async def _close_and_wait(self) -> None:
         """The open_process() exit policy: close the pipes, wait; kill if interrupted."""
-        for stream in (self._stdin, self._stdout, self._stderr):
+        for stream in (self._stdin, self._stdout, self._stderr, self._pty):
             if stream is not None:
                 stream._close()
         try:
@@ -395,22 +448,50 @@ class Child(Process):
     def _still_running(self) -> bool:
         if self.try_wait() is None:
             return True
+        if self._tree is not None and self._tree.any_alive():
+            return True
         return self._group_signallable() and bool(group_has_members(self._pid, self._pid))
 
     def _deliver(self, sig: int) -> None:
+        tree = self._tree
+        if tree is None:
+            self._deliver_direct(sig)
+            return
+        # Walk the tree before anything dies (a dead process's children are re-parented
+        # out of reach), frozen so nothing forks meanwhile; _tree.py says why.
+        try:
+            tree.freeze(self._signal_root)
+            self._deliver_direct(sig)
+            tree.signal(sig)
+        finally:
+            tree.thaw(self._signal_root)
+
+    def _deliver_direct(self, sig: int) -> None:
         if self._group_signallable():
             self._signal_group(sig)
         else:
             self._signal_child(sig)
 
+    def _signal_root(self, sig: int) -> bool:
+        """Signal the child for the tree walk; True if delivered, so its pid is its own."""
+        waiter = self._waiter
+        if self._status is not None or self._reaped or waiter is None:
+            return False
+        try:
+            waiter.send_signal(sig)
+        except ProcessLookupError:
+            return False
+        return True
+
     async def _wait_all_gone(self) -> None:
         await self._wait_exited()
-        if not self._group_signallable():
-            return
-        delay = _GROUP_POLL_FIRST
-        while group_has_members(self._pid, self._pid):
-            await anyio.sleep(delay)
-            delay = min(delay * 2, _GROUP_POLL_MAX)
+        if self._group_signallable():
+            delay = _GROUP_POLL_FIRST
+            while group_has_members(self._pid, self._pid):
+                await anyio.sleep(delay)
+                delay = min(delay * 2, _GROUP_POLL_MAX)
+        if self._tree is not None:
+            await self._tree.wait_gone()
 
     async def __aenter__(self) -> Child:
         return self
@@ -437,6 +518,9 @@ class Child(Process):
         waiter.close()
 
     def __del__(self) -> None:
+        tree = getattr(self, "_tree", None)
+        if tree is not None:
+            tree.close()  # only our pidfds: descendants are left to kill_on_drop's rules
         waiter = getattr(self, "_waiter", None)
         if waiter is None:
             return

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
     from ._child import Child
+    from ._pipeline import Pipeline
     from ._spawn import SpawnContext
     from ._status import ExitStatus, Output
 
@@ -40,6 +41,9 @@ class Stdio(enum.Enum):
     NULL = "null"
     #: Only for stderr: the same place as stdout.
     STDOUT = "stdout"
+    #: POSIX: a pseudo-terminal shared by every stream set to it, the child's controlling
+    #: terminal; the ``Child`` gets the other side as ``child.pty`` (see :meth:`Command.pty`).
+    PTY = "pty"
 
     def __repr__(self) -> str:
         return f"Stdio.{self.name}"
@@ -158,6 +162,8 @@ class _Spec:
     shutdown_timeout: float = 5.0
     process_group: int | None = None
     new_session: bool = False
+    kill_tree: bool = False
+    die_with_parent: bool = False
     uid: int | None = None
     gid: int | None = None
     groups: tuple[int, ...] | None = None
@@ -168,6 +174,7 @@ class _Spec:
     creation_flags: int = 0
     startupinfo: Any = field(default=None, compare=False)  # open_process() passes it on
     shell: bool = False
+    pty_size: tuple[int, int] | None = None  # (rows, cols) for the Stdio.PTY streams
 
 
 class Command:
@@ -340,6 +347,37 @@ class Command:
         """Unix: run the child in a new session (``setsid``), leading its own group."""
         return self._with(new_session=True)
 
+    def kill_tree(self, flag: bool = True) -> Command:
+        """Shutdown and :meth:`Child.kill` also reach descendants that left the group.
+
+        Before signalling, the child's tree is frozen (SIGSTOP, level by level) and walked
+        through ``/proc``, so a grandchild that called ``setsid`` or ignores the shutdown
+        signal is signalled too, then SIGKILLed with the rest after the grace period. A
+        process already re-parented before the walk (a daemon whose middle process exited)
+        is no longer a descendant and escapes. ``kill_on_drop`` still kills the child
+        only. Linux only; elsewhere it degrades to signalling the child, or its group.
+        """
+        return self._with(kill_tree=bool(flag))
+
+    def die_with_parent(self, flag: bool = True) -> Command:
+        """Linux: the child gets SIGKILL if this process dies, even by SIGKILL.
+
+        Uses ``prctl(PR_SET_PDEATHSIG)`` in a pre-exec step, so the spawn takes the slower
+        ``fork`` path instead of ``posix_spawn``. The signal is tied to the thread that
+        forks: spawns from a thread other than the main one are handed to a thread that
+        outlives the child. It is armed after ``uid()``/``gid()`` take effect; an exec of a
+        set-user-ID program, or a later change of credentials by the child, clears it.
+
+        Raises :class:`ValueError` here, at the builder, on systems other than Linux.
+        """
+        from ._tree import PARENT_DEATH_SIGNAL
+
+        if flag and not PARENT_DEATH_SIGNAL:
+            raise ValueError(
+                f"die_with_parent() needs Linux (prctl PR_SET_PDEATHSIG), not {sys.platform}"
+            )
+        return self._with(die_with_parent=bool(flag))
+
     def uid(self, uid: int) -> Command:
         """Unix: the user id the child runs as (needs privileges)."""
         return self._with(uid=_id(uid, "uid"))
@@ -379,6 +417,19 @@ class Command:
         Elsewhere a non-zero value makes the spawn raise :class:`ValueError`.
         """
         return self._with(creation_flags=_fd(flags, "creation_flags"))
+
+    def pty(self, rows: int = 24, cols: int = 80) -> Command:
+        """POSIX: run the child on a new pseudo-terminal of ``rows`` x ``cols``.
+
+        stdin, stdout and stderr all go to the terminal, which becomes the child's
+        controlling terminal in a session of its own (so Ctrl-C, ``isatty`` and ``stty``
+        work as in a terminal window); the ``Child`` exposes the other side as
+        :attr:`Child.pty`. ``stdin(Stdio.PTY)`` and the like put single streams on it.
+        """
+        from ._pty import check_size
+
+        size = check_size(rows, cols)
+        return self._with(stdin=Stdio.PTY, stdout=Stdio.PTY, stderr=Stdio.PTY, pty_size=size)
 
     # -- running -------------------------------------------------------------------------
 
@@ -426,6 +477,14 @@ class Command:
         if not isinstance(other, Command):
             return NotImplemented
         return self._spec == other._spec
+
+    def __or__(self, other: Command | Pipeline) -> Pipeline:
+        """``a | b``: a :class:`Pipeline` joining ``a``'s stdout to ``b``'s stdin."""
+        from ._pipeline import Pipeline
+
+        if not isinstance(other, (Command, Pipeline)):
+            return NotImplemented
+        return Pipeline(self) | other
 
     def __hash__(self) -> int:
         return hash(self._spec)

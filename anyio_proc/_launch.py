@@ -19,7 +19,11 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING, Any
 
+from ._tree import on_long_lived_thread, parent_death_pre_exec
+
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ._command import StrOrBytesPath, _Spec
 
 __all__ = ["DEVNULL", "STDOUT", "StdioTarget", "launch"]
@@ -61,6 +65,7 @@ def _posix_spawn_can(spec: _Spec, stdio: tuple[int | None, ...]) -> bool:
         or spec.groups is not None
         or spec.umask is not None
         or spec.pre_exec is not None
+        or spec.die_with_parent
         or spec.pass_fds
         or spec.creation_flags
         or spec.startupinfo is not None
@@ -108,24 +113,37 @@ def _inheritable_fds(keep: int) -> list[int]:
 
 if sys.platform == "linux":
 
-    def _posix_spawn(spec: _Spec, env: dict[str, str] | None, stdio: tuple[int | None, ...]) -> int:
-        environ: Any
-        if env is not None:
-            environ = env
-        elif sys.version_info >= (3, 13):
-            environ = None  # the C environment as it is, as Popen passes it: no conversion
-        else:
-            # os.environ's own dict of encoded entries (what it hands putenv): read in C.
-            # Passing os.environ would decode and re-encode every entry in Python, a fifth
-            # of the cost of a spawn.
-            environ = getattr(os.environ, "_data", os.environ)
-        path = _find_program(spec.program, os.environ if environ is None else environ)
+    def _posix_spawn(
+        spec: _Spec,
+        env: dict[str, str] | None,
+        stdio: tuple[int | None, ...],
+        *,
+        terminal: int | None = None,
+    ) -> int:
+        """``posix_spawn`` the command; ``terminal``, an fd of ours found in ``stdio``, is a
+        pseudo-terminal's slave side that the child takes as its controlling terminal."""
+        # Without env: os.environ's own dict of encoded entries (what it hands putenv),
+        # read in C, where os.environ itself would decode and re-encode every entry in
+        # Python, a fifth of the cost of a spawn. Not the C environ, which C code
+        # (readline) changes behind os.environ's back: both launch paths give os.environ.
+        environ: Any = env if env is not None else getattr(os.environ, "_data", os.environ)
+        path = _find_program(spec.program, environ)
         argv = [spec.program if spec.arg0 is None else spec.arg0, *spec.args]
         actions: list[tuple[Any, ...]] = []
+        first_on_terminal: int | None = None
         for target, source in enumerate(stdio):
-            if source is None or source == target:
+            if terminal is not None and source == terminal:
+                if first_on_terminal is None:
+                    # glibc runs setsid before the file actions, so this open (without
+                    # O_NOCTTY) makes the terminal the new session's controlling one.
+                    first_on_terminal = target
+                    tty = os.ttyname(terminal)
+                    actions.append((os.POSIX_SPAWN_OPEN, target, tty, os.O_RDWR, 0))
+                else:
+                    actions.append((os.POSIX_SPAWN_DUP2, first_on_terminal, target))
+            elif source is None or source == target:
                 continue
-            if source == DEVNULL:
+            elif source == DEVNULL:
                 mode = os.O_RDONLY if target == 0 else os.O_WRONLY
                 actions.append((os.POSIX_SPAWN_OPEN, target, os.devnull, mode, 0))
             elif source == STDOUT:
@@ -136,17 +154,33 @@ if sys.platform == "linux":
             actions.append((_CLOSEFROM, 3))
         else:
             actions.extend((os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable_fds(2))
-        kwargs: dict[str, Any] = {"setsigdef": _RESTORED_SIGNALS}
+        kwargs: dict[str, Any] = {"setsigdef": _RESTORED_SIGNALS, "setsigmask": ()}
         if spec.process_group is not None:
             kwargs["setpgroup"] = spec.process_group
-        if spec.new_session:
+        if spec.new_session or terminal is not None:
             kwargs["setsid"] = True
         return os.posix_spawn(path, argv, environ, file_actions=actions, **kwargs)
 
 else:
 
-    def _posix_spawn(spec: _Spec, env: dict[str, str] | None, stdio: tuple[int | None, ...]) -> int:
+    def _posix_spawn(
+        spec: _Spec,
+        env: dict[str, str] | None,
+        stdio: tuple[int | None, ...],
+        *,
+        terminal: int | None = None,
+    ) -> int:
         raise NotImplementedError  # _POSIX_SPAWN is false here
+
+
+def _unblock_signals_then(hook: Callable[[], Any] | None) -> Callable[[], None]:
+    def unblock() -> None:
+        if sys.platform != "win32":  # only ever called on POSIX; this is for the type checker
+            signal.pthread_sigmask(signal.SIG_SETMASK, ())
+        if hook is not None:
+            hook()
+
+    return unblock
 
 
 def _popen(spec: _Spec, env: dict[str, str] | None, stdio: tuple[int | None, ...]) -> int:
@@ -155,7 +189,10 @@ def _popen(spec: _Spec, env: dict[str, str] | None, stdio: tuple[int | None, ...
         "stdout": stdio[1],
         "stderr": stdio[2],
         "cwd": spec.cwd,
-        "env": env,
+        # os.environ, as the posix_spawn path gives: with None, Popen would pass the C
+        # environ, which C code can change behind os.environ's back (readline sets
+        # COLUMNS and LINES), so the two paths would give different environments.
+        "env": os.environ if env is None else env,
         "close_fds": True,
     }
     if spec.startupinfo is not None:
@@ -184,12 +221,27 @@ def _popen(spec: _Spec, env: dict[str, str] | None, stdio: tuple[int | None, ...
                     if user_fn is not None:
                         user_fn()
 
+        if spec.die_with_parent:
+            pre_exec = parent_death_pre_exec(pre_exec)
+        if pre_exec is not None or signal.pthread_sigmask(signal.SIG_BLOCK, ()):
+            # The child starts with no signal blocked, as on the posix_spawn path (and in
+            # tokio): a parent blocking SIGTERM for a signalfd must not make its children
+            # deaf to the exit policy. Popen cannot do it without a hook (and a full fork),
+            # so the hook is added only when a signal is blocked or a hook runs anyway.
+            pre_exec = _unblock_signals_then(pre_exec)
         if pre_exec is not None:
             kwargs["preexec_fn"] = pre_exec
     argv: list[StrOrBytesPath] = [spec.program if spec.arg0 is None else spec.arg0]
     argv.extend(spec.args)
-    popen = subprocess.Popen(argv, executable=spec.program, **kwargs)
-    # We own the reap. A Popen with a returncode set never queues the pid for
-    # subprocess's own cleanup (which would waitpid() it behind our back) and never warns.
-    popen.returncode = 0
-    return popen.pid
+
+    def create() -> int:
+        popen = subprocess.Popen(argv, executable=spec.program, **kwargs)
+        # We own the reap. A Popen with a returncode set never queues the pid for
+        # subprocess's own cleanup (which would waitpid() it behind our back) and never warns.
+        popen.returncode = 0
+        return popen.pid
+
+    if spec.die_with_parent:
+        # PR_SET_PDEATHSIG fires when the forking *thread* exits: fork on one that lives.
+        return on_long_lived_thread(create)
+    return create()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import anyio.lowlevel
 from anyio.lowlevel import checkpoint_if_cancelled
@@ -13,19 +13,29 @@ from anyio.lowlevel import checkpoint_if_cancelled
 from ._child import Child
 from ._command import Command, Stdio, StdioArg, StrOrBytesPath
 from ._launch import launch
+from ._pty import PtyStream, launch_pty, open_pty
 from ._streams import PipeReceiveStream, PipeSendStream, _PipeEnd
 from ._waiters import SIGKILL, select_waiter, set_blocking
+from ._waiters._base import ReapedElsewhereWaiter
 
 if TYPE_CHECKING:
     from collections.abc import Generator, Sequence
     from types import TracebackType
+
+    from ._pipeline import Pipeline, PipelineSpawnContext
 
 __all__ = ["SpawnContext", "spawn"]
 
 logger = logging.getLogger("anyio_proc")
 
 
-def spawn(cmd: Command | Sequence[StrOrBytesPath] | StrOrBytesPath) -> SpawnContext:
+@overload
+def spawn(cmd: Pipeline) -> PipelineSpawnContext: ...
+@overload
+def spawn(cmd: Command | Sequence[StrOrBytesPath] | StrOrBytesPath) -> SpawnContext: ...
+def spawn(
+    cmd: Command | Pipeline | Sequence[StrOrBytesPath] | StrOrBytesPath,
+) -> SpawnContext | PipelineSpawnContext:
     """Start ``cmd``; use the result with ``async with`` or ``await`` it.
 
     ``async with spawn(cmd) as child:`` binds the process to the block: leaving it, however
@@ -34,7 +44,8 @@ def spawn(cmd: Command | Sequence[StrOrBytesPath] | StrOrBytesPath) -> SpawnCont
     caller, who must ``await child.aclose()`` (or use ``async with child``).
 
     ``cmd`` is a :class:`Command`, a sequence of program and arguments, or a program name
-    (a ``str`` is never a shell line; use :meth:`Command.shell`).
+    (a ``str`` is never a shell line; use :meth:`Command.shell`). A :class:`Pipeline`
+    starts all of its processes, or none, and gives a :class:`PipelineChild`.
 
     Raises :class:`RuntimeError` when called outside a running event loop, the OS error
     (``FileNotFoundError``, ``PermissionError``, ``NotADirectoryError``, ``OSError``) with
@@ -52,6 +63,10 @@ def spawn(cmd: Command | Sequence[StrOrBytesPath] | StrOrBytesPath) -> SpawnCont
             "spawn() needs a running event loop: call it from async code run by "
             "anyio.run(), asyncio.run() or trio.run()"
         ) from None
+    from ._pipeline import Pipeline, PipelineSpawnContext
+
+    if isinstance(cmd, Pipeline):
+        return PipelineSpawnContext(cmd)
     if not isinstance(cmd, Command):
         if isinstance(cmd, (str, bytes, os.PathLike)):
             cmd = Command(cmd)
@@ -99,12 +114,21 @@ class SpawnContext:
 class _Plan:
     """The fds a spawn opens and what to do with them afterwards."""
 
-    __slots__ = ("after_spawn", "child_fds", "parent_streams", "streams_handed")
+    __slots__ = (
+        "after_spawn",
+        "child_fds",
+        "parent_streams",
+        "pty_size",
+        "pty_slave",
+        "streams_handed",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, pty_size: tuple[int, int] | None = None) -> None:
         self.child_fds: list[int] = []  # pipe ends that belong to the child: close after
         self.parent_streams: dict[str, _PipeEnd] = {}
         self.streams_handed: list[_PipeEnd] = []
+        self.pty_size = pty_size
+        self.pty_slave: int | None = None  # one terminal for every Stdio.PTY stream
 
     def close_all(self) -> None:
         for fd in self.child_fds:
@@ -131,6 +155,12 @@ def _resolve_stdio(value: StdioArg | None, which: str, plan: _Plan) -> int | Non
         return subprocess.DEVNULL
     if value is Stdio.STDOUT:
         return subprocess.STDOUT
+    if value is Stdio.PTY:
+        if plan.pty_slave is None:
+            master, plan.pty_slave = open_pty(plan.pty_size)
+            plan.parent_streams["pty"] = PtyStream(master)
+            plan.child_fds.append(plan.pty_slave)
+        return plan.pty_slave
     if value is Stdio.PIPE:
         read_fd, write_fd = os.pipe()  # both ends non-inheritable (PEP 446)
         if which == "stdin":
@@ -173,7 +203,7 @@ def start_child(cmd: Command, *, wait_policy: bool = False) -> Child:
     """Create the process and its ``Child``; leaves nothing open if it raises."""
     spec = cmd._spec
     factory = select_waiter()
-    plan = _Plan()
+    plan = _Plan(spec.pty_size)
     try:
         try:
             stdio = (
@@ -183,7 +213,10 @@ def start_child(cmd: Command, *, wait_policy: bool = False) -> Child:
             )
             for fd in spec.pass_fds:
                 _check_open(fd, "pass_fds")
-            pid = launch(spec, cmd._environment(), stdio)
+            if plan.pty_slave is None:
+                pid = launch(spec, cmd._environment(), stdio)
+            else:
+                pid = launch_pty(spec, cmd._environment(), stdio, plan.pty_slave)
         except OSError as exc:  # from our pipes (EMFILE) as much as from the spawn itself
             _name_program(exc, cmd)
             raise
@@ -200,14 +233,22 @@ def start_child(cmd: Command, *, wait_policy: bool = False) -> Child:
         handed._handed_over()
     try:
         waiter = factory(pid)
+    except ProcessLookupError:
+        # Already exited and reaped by somebody else (a SIGCHLD handler calling
+        # waitpid(-1)): the pid may be recycled, so neither kill nor wait; status unknown.
+        waiter = ReapedElsewhereWaiter(pid)
     except BaseException:
         # No waiter (EMFILE for the pidfd, say): undo the spawn rather than leak it.
-        os.kill(pid, SIGKILL)
-        os.waitpid(pid, 0)
+        try:
+            os.kill(pid, SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass  # reaped by somebody else meanwhile
         for stream in plan.parent_streams.values():
             stream._close()
         raise
-    leads_group = spec.new_session or spec.process_group == 0
+    # A child on a terminal leads its own session, hence its group.
+    leads_group = spec.new_session or spec.process_group == 0 or plan.pty_slave is not None
     streams = plan.parent_streams
     child = Child(
         waiter=waiter,
@@ -215,9 +256,11 @@ def start_child(cmd: Command, *, wait_policy: bool = False) -> Child:
         stdin=streams.get("stdin"),  # type: ignore[arg-type]
         stdout=streams.get("stdout"),  # type: ignore[arg-type]
         stderr=streams.get("stderr"),  # type: ignore[arg-type]
+        pty=streams.get("pty"),  # type: ignore[arg-type]
         shutdown_signal=spec.shutdown_signal,
         shutdown_timeout=spec.shutdown_timeout,
         kill_on_drop=spec.kill_on_drop,
+        kill_tree=spec.kill_tree,
         leads_group=leads_group,
         wait_policy=wait_policy,
     )

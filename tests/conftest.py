@@ -8,10 +8,12 @@ left running or unreaped, if an fd it opened is still open, or if a waiter threa
 
 from __future__ import annotations
 
+import gc
 import os
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import hypothesis  # noqa: F401  (imported before gc.freeze(): its start-up checks use gc)
 import pytest
 
 from anyio_proc._waiters import ENV_VAR, available_waiters
@@ -59,6 +61,11 @@ def _warm_up_backends() -> None:
     for param in BACKENDS:
         name, options = param.values[0]
         anyio.run(nothing, backend=name, backend_options=options)
+    # Every test module is imported by now: move what exists to the permanent generation,
+    # so the full collection the leak check runs after each test only looks at what tests
+    # made (50 ms -> under 1 ms; 2000 tests).
+    gc.collect()
+    gc.freeze()
 
 
 @pytest.fixture(autouse=True)

@@ -120,6 +120,8 @@ TRANSFORMS: list[tuple[str, Callable[[Command], Command], bool]] = [
     ("shutdown", lambda c: c.shutdown(signal.SIGINT, 1.0), True),
     ("process_group", lambda c: c.process_group(0), True),
     ("new_session", lambda c: c.new_session(), True),
+    ("kill_tree", lambda c: c.kill_tree(), True),
+    ("die_with_parent", lambda c: c.die_with_parent(), True),
     ("uid", lambda c: c.uid(65534), True),
     ("gid", lambda c: c.gid(65534), True),
     ("groups", lambda c: c.groups([65534]), True),
@@ -128,6 +130,7 @@ TRANSFORMS: list[tuple[str, Callable[[Command], Command], bool]] = [
     ("arg0", lambda c: c.arg0("name"), True),
     ("pre_exec", lambda c: c.pre_exec(lambda: None), False),
     ("creation_flags", lambda c: c.creation_flags(0x200), True),
+    ("pty", lambda c: c.pty(30, 100), True),
 ]
 
 

@@ -92,6 +92,30 @@ async def test_sigpipe_is_default_and_sighup_ignore_is_inherited(
     assert ignored & (1 << (signal.SIGHUP - 1))
 
 
+SIG_BLOCKED = ["grep", "^SigBlk:", "/proc/self/status"]
+
+
+async def _blocked_in_child(cmd: Command) -> int:
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGTERM})
+    try:
+        out = await cmd.output()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    return int(out.stdout.split()[1], 16)
+
+
+async def test_blocked_signals_are_unblocked_in_the_child(path_kind: str, tmp_path: Path) -> None:
+    # RELIABILITY G6: a parent that blocks signals in its thread (for a signalfd, say)
+    # must not hand that mask on, or its children would ignore the exit policy's SIGTERM.
+    assert await _blocked_in_child(through(Command(*SIG_BLOCKED), path_kind, tmp_path)) == 0
+
+
+async def test_blocked_signals_are_unblocked_with_a_pre_exec_hook() -> None:
+    # A hook adds a step of its own to the Popen path; the mask is cleared there too.
+    cmd = Command(*SIG_BLOCKED).pre_exec(os.getpid)
+    assert await _blocked_in_child(cmd) == 0
+
+
 def make_script(directory: Path, name: str, mode: int) -> Path:
     script = directory / name
     script.write_text("#!/bin/sh\necho found in $0\n")

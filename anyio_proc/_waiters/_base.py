@@ -8,8 +8,9 @@ import threading
 from abc import ABC, abstractmethod
 
 import anyio
+import anyio.lowlevel
 
-__all__ = ["ExitWaiter", "FdWaiter", "close_watched_fd"]
+__all__ = ["ExitWaiter", "FdWaiter", "ReapedElsewhereWaiter", "close_watched_fd"]
 
 
 class ExitWaiter(ABC):
@@ -122,3 +123,32 @@ class FdWaiter(ExitWaiter):
 
     def close(self) -> None:
         close_watched_fd(self._fd)
+
+
+class ReapedElsewhereWaiter(ExitWaiter):
+    """For a child somebody else reaped before a waiter could be made for it.
+
+    A foreign ``SIGCHLD`` handler calling ``waitpid(-1)`` can reap a fast child between its
+    creation and ``pidfd_open`` (which then fails with ``ESRCH``). The pid may already be
+    recycled, so it is never signalled or waited for; the status is lost.
+    """
+
+    __slots__ = ("pid",)
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def poll(self, *, reap: bool) -> int | None:
+        raise ChildProcessError(f"process {self.pid} was reaped elsewhere")
+
+    async def wait(self) -> None:
+        await anyio.lowlevel.checkpoint()
+
+    def send_signal(self, sig: int) -> None:
+        raise ProcessLookupError(f"process {self.pid} was reaped elsewhere")
+
+    def close(self) -> None:
+        pass
+
+    def abandon(self) -> None:
+        pass

@@ -10,6 +10,9 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import weakref
+
+import anyio
 
 assert sys.platform != "win32"
 assert sys.platform != "darwin" or sys.version_info >= (3, 13)  # it needs waitid(WNOWAIT)
@@ -20,8 +23,25 @@ from ._posix import waitid_returncode  # noqa: E402
 __all__ = ["ThreadWaiter"]
 
 
+#: The newest waiter made for each pid: an older one names a process reaped elsewhere.
+_newest: weakref.WeakValueDictionary[int, ThreadWaiter] = weakref.WeakValueDictionary()
+
+
+def _start_time(pid: int) -> bytes | None:
+    """When ``pid`` started (Linux: field 22 of /proc/<pid>/stat); None where unknown."""
+    if sys.platform != "linux":
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return b"gone"
+    # The command name may hold spaces and parentheses: count fields after its last ')'.
+    return stat[stat.rfind(b")") + 2 :].split()[19]
+
+
 class ThreadWaiter(FdWaiter):
-    __slots__ = ("_thread", "_write_fd")
+    __slots__ = ("_delay", "_started", "_thread", "_write_fd")
 
     def __init__(self, pid: int) -> None:
         # Made at spawn, not at first wait, so fd exhaustion surfaces while spawning.
@@ -30,21 +50,43 @@ class ThreadWaiter(FdWaiter):
         super().__init__(pid, read_fd)
         self._write_fd: int | None = write_fd
         self._thread: threading.Thread | None = None
+        self._delay = 0.0005  # the polling interval when no thread can be started
+        # The pid alone cannot tell our child from a process that got its number after a
+        # foreign reaper freed it (another child of ours would even pass waitid): a later
+        # spawn of ours with that pid, or on Linux a different start time, tells them apart.
+        self._started = _start_time(pid)
+        _newest[pid] = self
+
+    def _check_same_process(self) -> None:
+        if _newest.get(self.pid) is not self or (
+            self._started is not None and _start_time(self.pid) != self._started
+        ):
+            raise ChildProcessError(f"process {self.pid} was reaped elsewhere")
 
     def poll(self, *, reap: bool) -> int | None:
+        self._check_same_process()
         return waitid_returncode(os.P_PID, self.pid, reap=reap)
 
     async def wait(self) -> None:
         if self._thread is None:
-            write_fd, self._write_fd = self._write_fd, None
+            write_fd = self._write_fd
             assert write_fd is not None
-            self._thread = threading.Thread(
+            thread = threading.Thread(
                 target=self._watch,
                 args=(write_fd,),
                 name=f"anyio_proc waiter {self.pid}",
                 daemon=True,
             )
-            self._thread.start()
+            try:
+                thread.start()
+            except RuntimeError:
+                # No thread can be made now (RLIMIT_NPROC reached, say): poll instead,
+                # backing off. Waking early is allowed; the caller confirms with poll().
+                self._delay = min(self._delay * 2, 0.1)
+                await anyio.sleep(self._delay)
+                return
+            self._write_fd = None
+            self._thread = thread
         await super().wait()
 
     def _watch(self, write_fd: int) -> None:
@@ -60,6 +102,7 @@ class ThreadWaiter(FdWaiter):
         # A foreign reaper (a SIGCHLD handler calling waitpid(-1)) may have freed the pid
         # for reuse; waitid then answers ECHILD and we must not signal a stranger.
         try:
+            self._check_same_process()
             os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
         except ChildProcessError:
             raise ProcessLookupError(f"process {self.pid} was reaped elsewhere") from None

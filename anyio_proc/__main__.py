@@ -1,0 +1,8 @@
+"""``python -m anyio_proc``: the ``anyio-proc`` command."""
+
+from __future__ import annotations
+
+from ._cli import run
+
+if __name__ == "__main__":
+    run()
