@@ -28,12 +28,12 @@ def typing(session: nox.Session) -> None:
     session.install("-e", ".[dev]")
     for platform in ("linux", "darwin", "win32"):
         session.run("mypy", "--platform", platform, "anyio_proc")
-    session.run("mypy", "tests", "examples")
+    session.run("mypy", "tests", "examples", "benchmarks")
 
 
 @nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
-    session.install("ruff>=0.5")
+    session.install("ruff==0.17.6")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
 
@@ -43,3 +43,4 @@ def examples(session: nox.Session) -> None:
     session.install("-e", ".[trio,uvloop]")
     for backend in ("asyncio", "uvloop", "trio"):
         session.run("python", "examples/quickstart.py", backend)
+        session.run("anyio-proc", "start", "-f", "examples/Procfile", "--backend", backend)
