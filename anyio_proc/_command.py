@@ -433,7 +433,7 @@ class Command:
 
     # -- running -------------------------------------------------------------------------
 
-    def spawn(self) -> SpawnContext:
+    def spawn(self) -> SpawnContext[Child]:
         """Same as ``spawn(self)``: await it, or use it with ``async with``."""
         from ._spawn import spawn
 

@@ -10,22 +10,22 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 from anyio import TASK_STATUS_IGNORED
 from anyio.abc import Process
-from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
+from anyio.lowlevel import checkpoint
 
 from ._command import Command, Stdio, StdioArg, _path_arg, _stdio
-from ._spawn import start_child
+from ._spawn import SpawnContext, start_child
 from ._status import ExitStatus, Output
 from ._streams import PipeReceiveStream, PipeSendStream
 from ._waiters import set_blocking
 
 if TYPE_CHECKING:
-    from collections.abc import Generator, Sequence
-    from types import TracebackType
+    from collections.abc import Sequence
     from typing import TypeAlias
 
     from anyio.abc import TaskStatus
@@ -242,7 +242,7 @@ class Pipeline:
 
     # -- running ---------------------------------------------------------------------------
 
-    def spawn(self) -> PipelineSpawnContext:
+    def spawn(self) -> SpawnContext[PipelineChild]:
         """Same as ``spawn(self)``."""
         from ._spawn import spawn
 
@@ -255,7 +255,7 @@ class Pipeline:
 
         **Cancellation:** every process gets its exit policy and is reaped first.
         """
-        async with PipelineSpawnContext(self) as running:
+        async with SpawnContext(partial(start_pipeline, self)) as running:
             task_status.started(running)
             return await running.wait()
 
@@ -275,7 +275,7 @@ class Pipeline:
             pipeline = pipeline.stdout(Stdio.PIPE)
         if spec.stderr is None:
             pipeline = pipeline.stderr(Stdio.PIPE)
-        async with PipelineSpawnContext(pipeline) as running:
+        async with SpawnContext(partial(start_pipeline, pipeline)) as running:
             task_status.started(running)
             return await running.wait_with_output()
 
@@ -481,39 +481,6 @@ class PipelineChild(Process):
         return f"<PipelineChild pids={list(self.pids)} {state} {pipeline_repr(self._children)!r}>"
 
 
-class PipelineSpawnContext:
-    """What ``spawn(pipeline)`` returns: awaitable, and an async context manager."""
-
-    __slots__ = ("_pipeline", "_running")
-
-    def __init__(self, pipeline: Pipeline) -> None:
-        self._pipeline = pipeline
-        self._running: PipelineChild | None = None
-
-    async def _start(self) -> PipelineChild:
-        await checkpoint_if_cancelled()
-        # No checkpoint from here on: once the processes exist they reach the caller.
-        return start_pipeline(self._pipeline)
-
-    def __await__(self) -> Generator[Any, None, PipelineChild]:
-        return self._start().__await__()
-
-    async def __aenter__(self) -> PipelineChild:
-        if self._running is not None:
-            raise RuntimeError("this spawn() context was already entered")
-        self._running = await self._start()
-        return self._running
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        assert self._running is not None
-        await self._running.aclose()
-
-
 def _open_redirect(redirect: _FileRedirect | _BytesInput, reading: bool) -> int:
     if isinstance(redirect, _BytesInput):
         return _memory_file(redirect.data)
@@ -620,3 +587,7 @@ def start_pipeline(pipeline: Pipeline) -> PipelineChild:
     for fd in owned:
         os.close(fd)
     return PipelineChild(children, stderr_stream, pipefail=spec.pipefail)
+
+
+#: What ``spawn(pipeline)`` returns (``SpawnContext`` giving a :class:`PipelineChild`).
+PipelineSpawnContext = SpawnContext[PipelineChild]

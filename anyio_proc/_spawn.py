@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-from typing import TYPE_CHECKING, Any, overload
+from functools import partial
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import anyio.lowlevel
+from anyio.abc import AsyncResource
 from anyio.lowlevel import checkpoint_if_cancelled
 
 from ._child import Child
@@ -19,10 +21,10 @@ from ._waiters import SIGKILL, select_waiter, set_blocking
 from ._waiters._base import ReapedElsewhereWaiter
 
 if TYPE_CHECKING:
-    from collections.abc import Generator, Sequence
+    from collections.abc import Callable, Generator, Sequence
     from types import TracebackType
 
-    from ._pipeline import Pipeline, PipelineSpawnContext
+    from ._pipeline import Pipeline, PipelineChild
 
 __all__ = ["SpawnContext", "spawn"]
 
@@ -30,12 +32,12 @@ logger = logging.getLogger("anyio_proc")
 
 
 @overload
-def spawn(cmd: Pipeline) -> PipelineSpawnContext: ...
+def spawn(cmd: Pipeline) -> SpawnContext[PipelineChild]: ...
 @overload
-def spawn(cmd: Command | Sequence[StrOrBytesPath] | StrOrBytesPath) -> SpawnContext: ...
+def spawn(cmd: Command | Sequence[StrOrBytesPath] | StrOrBytesPath) -> SpawnContext[Child]: ...
 def spawn(
     cmd: Command | Pipeline | Sequence[StrOrBytesPath] | StrOrBytesPath,
-) -> SpawnContext | PipelineSpawnContext:
+) -> SpawnContext[Child] | SpawnContext[PipelineChild]:
     """Start ``cmd``; use the result with ``async with`` or ``await`` it.
 
     ``async with spawn(cmd) as child:`` binds the process to the block: leaving it, however
@@ -63,10 +65,10 @@ def spawn(
             "spawn() needs a running event loop: call it from async code run by "
             "anyio.run(), asyncio.run() or trio.run()"
         ) from None
-    from ._pipeline import Pipeline, PipelineSpawnContext
+    from ._pipeline import Pipeline, start_pipeline
 
     if isinstance(cmd, Pipeline):
-        return PipelineSpawnContext(cmd)
+        return SpawnContext(partial(start_pipeline, cmd))
     if not isinstance(cmd, Command):
         if isinstance(cmd, (str, bytes, os.PathLike)):
             cmd = Command(cmd)
@@ -75,31 +77,38 @@ def spawn(
             if not argv:
                 raise ValueError("cannot spawn an empty argument list")
             cmd = Command(argv[0], *argv[1:])
-    return SpawnContext(cmd)
+    return SpawnContext(partial(start_child, cmd))
 
 
-class SpawnContext:
-    """What :func:`spawn` returns: awaitable, and an async context manager."""
+_Running = TypeVar("_Running", bound=AsyncResource)
 
-    __slots__ = ("_child", "_command")
 
-    def __init__(self, command: Command) -> None:
-        self._command = command
-        self._child: Child | None = None
+class SpawnContext(Generic[_Running]):
+    """What :func:`spawn` returns: awaitable, and an async context manager.
 
-    async def _start(self) -> Child:
+    Gives a :class:`Child` for a :class:`Command`, a :class:`PipelineChild` for a
+    :class:`Pipeline`.
+    """
+
+    __slots__ = ("_launch", "_running")
+
+    def __init__(self, launch: Callable[[], _Running]) -> None:
+        self._launch = launch
+        self._running: _Running | None = None
+
+    async def _start(self) -> _Running:
         await checkpoint_if_cancelled()
-        # No checkpoint from here on: once the process exists it reaches the caller.
-        return start_child(self._command)
+        # No checkpoint from here on: once the processes exist they reach the caller.
+        return self._launch()
 
-    def __await__(self) -> Generator[Any, None, Child]:
+    def __await__(self) -> Generator[Any, None, _Running]:
         return self._start().__await__()
 
-    async def __aenter__(self) -> Child:
-        if self._child is not None:
+    async def __aenter__(self) -> _Running:
+        if self._running is not None:
             raise RuntimeError("this spawn() context was already entered")
-        self._child = await self._start()
-        return self._child
+        self._running = await self._start()
+        return self._running
 
     async def __aexit__(
         self,
@@ -107,8 +116,8 @@ class SpawnContext:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        assert self._child is not None
-        await self._child.aclose()
+        assert self._running is not None
+        await self._running.aclose()
 
 
 class _Plan:
