@@ -16,6 +16,7 @@ from anyio.abc import Process
 from anyio.lowlevel import checkpoint
 
 from ._status import ExitStatus, Output
+from ._streams import communicate
 from ._tree import Descendants
 from ._waiters import SIGKILL as _SIGKILL
 from ._waiters import group_has_members, signal_group
@@ -254,29 +255,8 @@ class Child(Process):
         stdin = self._stdin
         if input is not None and stdin is None:
             raise ValueError("input was given but the child's stdin is not piped")
-        results: dict[str, bytes] = {}
-
-        async def feed(stream: PipeSendStream) -> None:
-            try:
-                if input:
-                    await stream.send(input)
-            except anyio.BrokenResourceError:
-                pass  # the child stopped reading; what it did with less is its business
-            finally:
-                stream._close()
-
-        async def drain(name: str, stream: PipeReceiveStream) -> None:
-            results[name] = await stream.read_all()
-
-        async with anyio.create_task_group() as tg:
-            if stdin is not None and not stdin.closed:
-                tg.start_soon(feed, stdin)
-            if self._stdout is not None:
-                tg.start_soon(drain, "stdout", self._stdout)
-            if self._stderr is not None:
-                tg.start_soon(drain, "stderr", self._stderr)
-        status = await self.wait()
-        return Output(status, results.get("stdout", b""), results.get("stderr", b""))
+        out, err = await communicate(stdin, self._stdout, self._stderr, input)
+        return Output(await self.wait(), out, err)
 
     # -- pseudo-terminal ---------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from anyio.lowlevel import checkpoint
 from ._command import Command, Stdio, StdioArg, _path_arg, _stdio
 from ._spawn import SpawnContext, start_child
 from ._status import ExitStatus, Output
-from ._streams import PipeReceiveStream, PipeSendStream
+from ._streams import PipeReceiveStream, PipeSendStream, communicate
 from ._waiters import set_blocking
 
 if TYPE_CHECKING:
@@ -407,29 +407,8 @@ class PipelineChild(Process):
         stdin = self.stdin
         if input is not None and stdin is None:
             raise ValueError("input was given but the pipeline's stdin is not piped")
-        results: dict[str, bytes] = {}
-
-        async def feed(stream: PipeSendStream) -> None:
-            try:
-                if input:
-                    await stream.send(input)
-            except anyio.BrokenResourceError:
-                pass  # the first process stopped reading; its business
-            finally:
-                stream._close()
-
-        async def drain(name: str, stream: PipeReceiveStream) -> None:
-            results[name] = await stream.read_all()
-
-        async with anyio.create_task_group() as tg:
-            if stdin is not None and not stdin.closed:
-                tg.start_soon(feed, stdin)
-            if self.stdout is not None:
-                tg.start_soon(drain, "stdout", self.stdout)
-            if self._stderr is not None:
-                tg.start_soon(drain, "stderr", self._stderr)
-        status = await self.wait()
-        return Output(status, results.get("stdout", b""), results.get("stderr", b""))
+        out, err = await communicate(stdin, self.stdout, self._stderr, input)
+        return Output(await self.wait(), out, err)
 
     def send_signal(self, signal: int) -> None:
         """Send ``signal`` to every process still running."""

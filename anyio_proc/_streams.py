@@ -20,7 +20,7 @@ from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if
 from ._waiters import grow_pipe, set_blocking
 from ._waiters._base import close_watched_fd
 
-__all__ = ["OutputLimitExceeded", "PipeReceiveStream", "PipeSendStream"]
+__all__ = ["OutputLimitExceeded", "PipeReceiveStream", "PipeSendStream", "communicate"]
 
 _READ_SIZE = 65536
 #: Immediate reads or writes in a row before a stream yields to other tasks anyway.
@@ -330,3 +330,36 @@ class PipeSendStream(_PipeEnd, ByteSendStream):
         """Close our end; the child reads end-of-file."""
         self._close()
         await checkpoint()
+
+
+async def communicate(
+    stdin: PipeSendStream | None,
+    stdout: PipeReceiveStream | None,
+    stderr: PipeReceiveStream | None,
+    input: bytes | None,
+) -> tuple[bytes, bytes]:
+    """Write ``input`` to ``stdin`` (then close it) while reading ``stdout`` and ``stderr``
+    to end-of-file, all at once, so a child filling one pipe while we wait on another
+    cannot deadlock; ``(stdout bytes, stderr bytes)``, ``b""`` for a missing stream."""
+    results: dict[str, bytes] = {}
+
+    async def feed(stream: PipeSendStream) -> None:
+        try:
+            if input:
+                await stream.send(input)
+        except anyio.BrokenResourceError:
+            pass  # the child stopped reading; what it does with less is its business
+        finally:
+            stream._close()
+
+    async def drain(name: str, stream: PipeReceiveStream) -> None:
+        results[name] = await stream.read_all()
+
+    async with anyio.create_task_group() as tg:
+        if stdin is not None and not stdin.closed:
+            tg.start_soon(feed, stdin)
+        if stdout is not None:
+            tg.start_soon(drain, "stdout", stdout)
+        if stderr is not None:
+            tg.start_soon(drain, "stderr", stderr)
+    return results.get("stdout", b""), results.get("stderr", b"")
