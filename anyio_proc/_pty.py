@@ -186,33 +186,17 @@ class PtyStream(_PipeEnd, ByteStream):
             return data
         self._busy = True
         try:
-            data, waited = await self._read(max_bytes)
+            data, waited = await self._read_some(max_bytes)
         finally:
             self._busy = False
         if not waited:
             await cancel_shielded_checkpoint()
         return data
 
-    async def _read(self, max_bytes: int) -> tuple[bytes, bool]:
-        """One read of the master, waiting for data; ``(data, whether it waited)``."""
-        waited = False
-        while True:
-            fd = self._fd
-            if fd < 0:
-                raise anyio.ClosedResourceError
-            try:
-                data = os.read(fd, max_bytes)
-            except BlockingIOError:
-                await anyio.wait_readable(fd)
-                waited = True
-                continue
-            except OSError as exc:
-                if _is_hangup(exc):
-                    raise anyio.EndOfStream from None
-                raise anyio.BrokenResourceError from exc
-            if not data:
-                raise anyio.EndOfStream
-            return data, waited
+    def _read_error(self, exc: OSError) -> Exception:
+        # Linux reads EIO from a master whose slave side is closed everywhere: that is the
+        # terminal's end of file, not an error.
+        return anyio.EndOfStream() if _is_hangup(exc) else anyio.BrokenResourceError()
 
     async def expect(
         self,
@@ -261,7 +245,7 @@ class PtyStream(_PipeEnd, ByteStream):
             with anyio.move_on_after(timeout):
                 while (match := self._search(compiled, encoding)) is None:
                     try:
-                        data, waited_now = await self._read(_READ_SIZE)
+                        data, waited_now = await self._read_some(_READ_SIZE)
                     except anyio.EndOfStream:
                         raise anyio.EndOfStream(
                             f"the terminal was hung up before {compiled.pattern!r} matched; "

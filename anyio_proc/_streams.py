@@ -61,6 +61,32 @@ class _PipeEnd:
         self._grown = False
         self._unyielded = 0
 
+    async def _read_some(self, max_bytes: int) -> tuple[bytes, bool]:
+        """One read, waiting until data arrive; ``(data, whether it had to wait)``.
+
+        Raises :class:`anyio.EndOfStream` at end of file, ``ClosedResourceError`` once
+        closed (also while waiting), and what :meth:`_read_error` makes of an OS error.
+        """
+        waited = False
+        while True:
+            fd = self._fd
+            if fd < 0:
+                raise anyio.ClosedResourceError
+            try:
+                data = os.read(fd, max_bytes)
+            except BlockingIOError:
+                await anyio.wait_readable(fd)
+                waited = True
+                continue
+            except OSError as exc:
+                raise self._read_error(exc) from exc
+            if not data:
+                raise anyio.EndOfStream
+            return data, waited
+
+    def _read_error(self, exc: OSError) -> Exception:
+        return anyio.BrokenResourceError()
+
     async def _after_transfer(self, waited: bool) -> None:
         """Let other tasks run after a read or write that did not have to wait.
 
@@ -146,25 +172,10 @@ class PipeReceiveStream(_PipeEnd, ByteReceiveStream):
         await checkpoint_if_cancelled()
         self._busy = True
         try:
-            waited = False
-            while True:
-                fd = self._fd
-                if fd < 0:
-                    raise anyio.ClosedResourceError
-                try:
-                    data = os.read(fd, max_bytes)
-                except BlockingIOError:
-                    await anyio.wait_readable(fd)
-                    waited = True
-                    continue
-                except OSError as exc:
-                    raise anyio.BrokenResourceError from exc
-                if not data:
-                    raise anyio.EndOfStream
-                if len(data) >= _PIPE_FULL and not self._grown:
-                    self._grown = True
-                    grow_pipe(fd)
-                break
+            data, waited = await self._read_some(max_bytes)
+            if len(data) >= _PIPE_FULL and not self._grown:
+                self._grown = True
+                grow_pipe(self._fd)
         finally:
             self._busy = False
         await self._after_transfer(waited)
