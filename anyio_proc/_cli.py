@@ -8,6 +8,7 @@ time and the service's name; Ctrl-C or SIGTERM stops everything in reverse start
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import re
 import signal
@@ -516,14 +517,16 @@ def _run_async(backend: str, fn: Any, *args: Any) -> int:
     name, options = backend, {}
     if backend == "uvloop":
         name, options = "asyncio", {"use_uvloop": True}
-    try:
-        result: int = anyio.run(fn, *args, backend=name, backend_options=options)
-    except ModuleNotFoundError as exc:
-        if exc.name in ("trio", "uvloop"):
+    if backend != "asyncio":
+        # Checked first: anyio reports a missing backend as a LookupError with a traceback
+        # (and some versions as the ModuleNotFoundError itself).
+        try:
+            importlib.import_module(backend)
+        except ImportError:
             raise UsageError(
-                f"--backend {backend} needs {exc.name}: pip install 'anyio_proc[{exc.name}]'"
+                f"--backend {backend} needs {backend}: pip install 'anyio_proc[{backend}]'"
             ) from None
-        raise
+    result: int = anyio.run(fn, *args, backend=name, backend_options=options)
     return result
 
 

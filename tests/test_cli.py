@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 import pytest
 
-from anyio_proc import Command, Output, spawn
+from anyio_proc import Command, Output, Stdio, spawn
 from anyio_proc._cli import main, shell_line
 
 from .helpers import PY, alive
@@ -411,6 +411,19 @@ async def test_bad_input_from_the_real_entry_point(tmp_path: Path) -> None:
     out = await run_piped(["start", "-f", str(tmp_path / "nope")])
     assert out.status == 2
     assert out.stderr.decode() == f"anyio-proc: error: {tmp_path / 'nope'}: Procfile not found\n"
+
+
+@pytest.mark.parametrize("backend", ["trio", "uvloop"])
+async def test_missing_backend_is_a_one_line_error(tmp_path: Path, backend: str) -> None:
+    # As after `pip install anyio_proc` without the extra: the module cannot be imported.
+    code = f"import sys; sys.modules[{backend!r}] = None; from anyio_proc._cli import run; run()"
+    args = ["start", "-f", procfile(tmp_path, "a: true\n"), "--backend", backend]
+    out = await Command(PY, "-c", code, *args).stdin(Stdio.NULL).output()
+    assert out.status == 2
+    assert out.stderr.decode() == (
+        f"anyio-proc: error: --backend {backend} needs {backend}: "
+        f"pip install 'anyio_proc[{backend}]'\n"
+    )
 
 
 @pytest.mark.parametrize(
