@@ -518,7 +518,12 @@ def test_keyboard_interrupt_in_the_block(
     del waiter  # in force through the environment, which the harness inherits
     returncode, stderr, pid = _run_harness(mode, backend_id, tmp_path)
     try:
-        assert "KeyboardInterrupt" in stderr
+        if mode == "sigint" and backend_id != "trio" and sys.version_info < (3, 11):
+            # asyncio before 3.11 (no asyncio.Runner) lets the loop's SIGINT handling
+            # surface as CancelledError out of anyio.run(); the child must be gone anyway.
+            assert "KeyboardInterrupt" in stderr or "CancelledError" in stderr, stderr
+        else:
+            assert "KeyboardInterrupt" in stderr
         assert returncode != 0
         assert "Exception ignored" not in stderr, stderr
         assert "Warning" not in stderr, stderr

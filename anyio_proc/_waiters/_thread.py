@@ -34,8 +34,10 @@ def _start_time(pid: int) -> bytes | None:
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return b"gone"  # not even a zombie: reaped, by somebody
     except OSError:
-        return b"gone"
+        return None  # EMFILE and the like say nothing about the process: cannot tell
     # The command name may hold spaces and parentheses: count fields after its last ')'.
     return stat[stat.rfind(b")") + 2 :].split()[19]
 
@@ -58,10 +60,12 @@ class ThreadWaiter(FdWaiter):
         _newest[pid] = self
 
     def _check_same_process(self) -> None:
-        if _newest.get(self.pid) is not self or (
-            self._started is not None and _start_time(self.pid) != self._started
-        ):
+        if _newest.get(self.pid) is not self:
             raise ChildProcessError(f"process {self.pid} was reaped elsewhere")
+        if self._started is not None:
+            now = _start_time(self.pid)
+            if now is not None and now != self._started:
+                raise ChildProcessError(f"process {self.pid} was reaped elsewhere")
 
     def poll(self, *, reap: bool) -> int | None:
         self._check_same_process()
