@@ -159,6 +159,7 @@ class PtyStream(_PipeEnd, ByteStream):
 
     def __init__(self, fd: int) -> None:
         self._init(fd)
+        self._grown = True  # a terminal's queues have a fixed size: never try to grow them
         self._sending = False
         # Received but not yet returned: what expect() did not consume.
         self._buffer = bytearray()
@@ -300,21 +301,7 @@ class PtyStream(_PipeEnd, ByteStream):
         await checkpoint_if_cancelled()
         self._sending = True
         try:
-            view = memoryview(item).cast("B")
-            waited = False
-            while view:
-                fd = self._fd
-                if fd < 0:
-                    raise anyio.ClosedResourceError
-                try:
-                    written = os.write(fd, view)
-                except BlockingIOError:
-                    await anyio.wait_writable(fd)
-                    waited = True
-                    continue
-                except OSError as exc:
-                    raise anyio.BrokenResourceError from exc
-                view = view[written:]
+            waited = await self._write_all(item)
         finally:
             self._sending = False
         if not waited:

@@ -87,6 +87,43 @@ class _PipeEnd:
     def _read_error(self, exc: OSError) -> Exception:
         return anyio.BrokenResourceError()
 
+    async def _write_all(self, item: bytes) -> bool:
+        """Write all of ``item``, waiting while the pipe is full; whether it had to wait.
+
+        Raises what :meth:`_closed_error` gives once closed (also while waiting), and
+        ``BrokenResourceError`` when the reader is gone (EPIPE).
+        """
+        view = memoryview(item).cast("B")
+        waited = False
+        while view:
+            fd = self._fd
+            if fd < 0:
+                raise self._closed_error()
+            try:
+                written = os.write(fd, view)
+            except BlockingIOError:
+                if not self._grown:
+                    # The reader is slower than we write: a bigger pipe means fewer
+                    # wake-ups on both sides. Retry before waiting.
+                    self._grown = True
+                    grow_pipe(fd)
+                    continue
+                try:
+                    await anyio.wait_writable(fd)
+                except anyio.ClosedResourceError:
+                    raise self._closed_error() from None
+                waited = True
+                continue
+            except OSError as exc:  # EPIPE: the reader is gone
+                raise anyio.BrokenResourceError from exc
+            view = view[written:]
+        return waited
+
+    def _closed_error(self) -> Exception:
+        if self._broken:
+            return anyio.BrokenResourceError("stdin was closed by Child.wait()")
+        return anyio.ClosedResourceError()
+
     async def _after_transfer(self, waited: bool) -> None:
         """Let other tasks run after a read or write that did not have to wait.
 
@@ -300,38 +337,10 @@ class PipeSendStream(_PipeEnd, ByteSendStream):
         await checkpoint_if_cancelled()
         self._busy = True
         try:
-            view = memoryview(item).cast("B")
-            waited = False
-            while view:
-                fd = self._fd
-                if fd < 0:
-                    raise self._closed_error()
-                try:
-                    written = os.write(fd, view)
-                except BlockingIOError:
-                    if not self._grown:
-                        # The child reads slower than we write: a bigger pipe means
-                        # fewer wake-ups on both sides. Retry before waiting.
-                        self._grown = True
-                        grow_pipe(fd)
-                        continue
-                    try:
-                        await anyio.wait_writable(fd)
-                    except anyio.ClosedResourceError:
-                        raise self._closed_error() from None
-                    waited = True
-                    continue
-                except OSError as exc:  # EPIPE: the reader is gone
-                    raise anyio.BrokenResourceError from exc
-                view = view[written:]
+            waited = await self._write_all(item)
         finally:
             self._busy = False
         await self._after_transfer(waited)
-
-    def _closed_error(self) -> Exception:
-        if self._broken:
-            return anyio.BrokenResourceError("stdin was closed by Child.wait()")
-        return anyio.ClosedResourceError()
 
     async def send_eof(self) -> None:
         """Close our end so the child reads end-of-file; same as :meth:`aclose`."""
