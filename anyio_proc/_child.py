@@ -222,19 +222,25 @@ class Child(Process):
             stdin._close(broken=True)
         status = self.try_wait()
         if status is None:
-            status = await self._wait_exited()
+            status = await self._wait_exited(polled=True)
         else:
             await checkpoint()
         return status
 
-    async def _wait_exited(self) -> ExitStatus:
-        """Wait for exit without touching stdin; not a checkpoint if it has exited."""
+    async def _wait_exited(self, *, polled: bool = False) -> ExitStatus:
+        """Wait for exit without touching stdin; not a checkpoint if it has exited.
+
+        ``polled``: the caller has just seen ``try_wait()`` return ``None``, so the first
+        look (a system call) is skipped.
+        """
         self._waiting += 1
         try:
-            while (status := self.try_wait()) is None:
+            status = None if polled else self.try_wait()
+            while status is None:
                 waiter = self._waiter
                 assert waiter is not None
                 await waiter.wait()
+                status = self.try_wait()
             return status
         finally:
             self._waiting -= 1
