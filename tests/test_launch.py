@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import stat
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,9 +33,7 @@ SIG_IGNORED = ["grep", "^SigIgn:", "/proc/self/status"]
 FAILS_BEFORE_SPAWNING = ("test_missing_program", "test_not_executable")
 
 
-@pytest.fixture(params=["posix_spawn", "popen"])
-def path_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """Run the test through each launch path, and check that it was the one used."""
+def _posix_spawn_used(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     used: list[str] = []
     real_spawn = os.posix_spawn
 
@@ -43,6 +42,13 @@ def path_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
         return real_spawn(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(os, "posix_spawn", spying_spawn)
+    return used
+
+
+@pytest.fixture(params=["posix_spawn", "popen"])
+def path_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Run the test through each launch path, and check that it was the one used."""
+    used = _posix_spawn_used(monkeypatch)
     yield request.param
     if request.param == "popen":
         assert not used, "posix_spawn was used where Popen was expected"
@@ -64,6 +70,27 @@ async def test_inheritable_parent_fd_is_not_passed(path_kind: str, tmp_path: Pat
         os.close(read_fd)
         os.close(write_fd)
     assert out.stdout.split() == [b"0", b"1", b"2"]
+
+
+@pytest.mark.parametrize("extra_fds", [0, 100])
+async def test_inheritable_fd_is_closed_whatever_the_number_of_fds(
+    extra_fds: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With many fds open, Python 3.11/3.12 start through Popen (one close_range() in the
+    # child) rather than list every fd from /proc for posix_spawn: both must close them.
+    used = _posix_spawn_used(monkeypatch)
+    read_fd, write_fd = os.pipe()
+    os.set_inheritable(write_fd, True)
+    extra = [os.open(os.devnull, os.O_RDONLY) for _ in range(extra_fds)]
+    try:
+        counted = os.stat("/proc/self/fd").st_size  # 0 before Linux 6.2
+        out = await Command(*LIST_FDS).output()
+    finally:
+        for fd in (read_fd, write_fd, *extra):
+            os.close(fd)
+    assert out.stdout.split() == [b"0", b"1", b"2"]
+    popen_is_cheaper = (3, 11) <= sys.version_info < (3, 13) and counted >= 64
+    assert used == ([] if popen_is_cheaper else ["posix_spawn"])
 
 
 async def test_pass_fds_and_stdio_survive(tmp_path: Path) -> None:
