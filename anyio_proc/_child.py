@@ -375,14 +375,17 @@ class Child(Process):
         if self._wait_policy:
             await self._close_and_wait()
             return
+        if self._reaped and self._tree is None and not self._leads_group:
+            # Nothing is left to stop (the usual end of a block after wait()); what the
+            # shielded shutdown below would do comes down to closing our pipes.
+            self._close_streams()
+            return
         escalated = False
         with anyio.CancelScope(shield=True):
             try:
                 escalated = await self._shut_down()
             finally:
-                for stream in (self._stdin, self._stdout, self._stderr, self._pty):
-                    if stream is not None:
-                        stream._close()
+                self._close_streams()
                 if self._tree is not None:
                     self._tree.close()
         if escalated:
@@ -394,11 +397,14 @@ class Child(Process):
                 stacklevel=2,
             )
 
-    async def _close_and_wait(self) -> None:
-        """The open_process() exit policy: close the pipes, wait; kill if interrupted."""
+    def _close_streams(self) -> None:
         for stream in (self._stdin, self._stdout, self._stderr, self._pty):
             if stream is not None:
                 stream._close()
+
+    async def _close_and_wait(self) -> None:
+        """The open_process() exit policy: close the pipes, wait; kill if interrupted."""
+        self._close_streams()
         try:
             await self._wait_exited()
             await checkpoint()

@@ -65,18 +65,19 @@ def spawn(
             "spawn() needs a running event loop: call it from async code run by "
             "anyio.run(), asyncio.run() or trio.run()"
         ) from None
+    if isinstance(cmd, Command):
+        return SpawnContext(partial(start_child, cmd))
     from ._pipeline import Pipeline, start_pipeline
 
     if isinstance(cmd, Pipeline):
         return SpawnContext(partial(start_pipeline, cmd))
-    if not isinstance(cmd, Command):
-        if isinstance(cmd, (str, bytes, os.PathLike)):
-            cmd = Command(cmd)
-        else:
-            argv = list(cmd)
-            if not argv:
-                raise ValueError("cannot spawn an empty argument list")
-            cmd = Command(argv[0], *argv[1:])
+    if isinstance(cmd, (str, bytes, os.PathLike)):
+        cmd = Command(cmd)
+    else:
+        argv = list(cmd)
+        if not argv:
+            raise ValueError("cannot spawn an empty argument list")
+        cmd = Command(argv[0], *argv[1:])
     return SpawnContext(partial(start_child, cmd))
 
 
