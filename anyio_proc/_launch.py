@@ -7,7 +7,8 @@ not inherit that), any other disposition inherited as POSIX and ``subprocess`` d
 
 ``posix_spawn`` (glibc: ``clone(CLONE_VM|CLONE_VFORK)``) skips ``Popen``'s Python-level
 set-up and its error pipe; it cannot change the working directory, ids, umask or run a
-pre-exec hook, so those commands go through ``Popen``.
+pre-exec hook, so those commands go through ``Popen``; so do all commands on Python 3.11
+and 3.12 while many fds are open (see ``_few_fds_to_close``).
 """
 
 from __future__ import annotations

@@ -1578,14 +1578,54 @@ def _version(dist: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def _layer_of(filename: str, func: str) -> str:
+    """Which layer a profiled function belongs to (cProfile names builtins with file "~")."""
+    if "posix_spawn" in func:
+        return "posix_spawn (the parent waits for the child's exec)"
+    if "'poll' of 'select.epoll'" in func:
+        return "asleep in the event loop's epoll (the child runs)"
+    if filename == "~" and "posix." in func:
+        return "other system calls (pidfd_open, waitid, /proc, close)"
+    for marker, layer in (
+        ("/anyio_proc/", "anyio_proc"),
+        ("/anyio/", "anyio"),
+        ("asyncio", "event loop (asyncio, selectors, trio)"),
+        ("selectors", "event loop (asyncio, selectors, trio)"),
+        ("/trio/", "event loop (asyncio, selectors, trio)"),
+    ):
+        if marker in filename:
+            return layer
+    return "everything else (sniffio, builtins, stdlib)"
+
+
+def profile_layers(stats: pstats.Stats, n: int) -> list[tuple[str, float]]:
+    """Own time per spawn, summed by layer."""
+    totals: dict[str, float] = {}
+    for (filename, _line, func), entry in stats.stats.items():  # type: ignore[attr-defined]
+        layer = _layer_of(filename, func)
+        totals[layer] = totals.get(layer, 0.0) + entry[2]
+    ranked = sorted(totals.items(), key=lambda item: -item[1])
+    return [(name, seconds / n * 1e6) for name, seconds in ranked]
+
+
 def profile_spawn_wait(n: int, top: int) -> str:
-    """cProfile of anyio_proc's sequential spawn + wait on asyncio; top entries by cumtime."""
+    """cProfile of anyio_proc's sequential spawn + wait on asyncio and on trio: own time by
+    layer, then the top entries by cumulative time (asyncio)."""
     job = job_anyio_proc(Command(TRUE))
-    prof = cProfile.Profile()
-    prof.runcall(run_anyio, "asyncio", partial(seq_async, job, n, 20))
     buf = io.StringIO()
-    stats = pstats.Stats(prof, stream=buf)
-    stats.sort_stats("cumulative").print_stats(top)
+    for backend in ("asyncio", "trio"):
+        prof = cProfile.Profile()
+        prof.runcall(run_anyio, backend, partial(seq_async, job, n, 20))
+        stats = pstats.Stats(prof, stream=buf)
+        layers = profile_layers(stats, n + 20)
+        total = sum(us for _, us in layers)
+        buf.write(f"\n{backend}: {n} spawn + wait of {TRUE} under cProfile, own time per spawn\n\n")
+        buf.write("| layer | µs/spawn | share |\n|---|---:|---:|\n")
+        for name, us in layers:
+            buf.write(f"| {name} | {us:,.0f} | {us / total:.0%} |\n")
+        buf.write(f"| total (the profiler inflates Python code) | {total:,.0f} | |\n")
+        if backend == "asyncio":
+            stats.sort_stats("cumulative").print_stats(top)
     return buf.getvalue()
 
 
