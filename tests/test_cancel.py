@@ -477,6 +477,24 @@ anyio.run(main, backend=backend, backend_options=options)
 HARNESS_BACKENDS = {"asyncio": ("asyncio", "0"), "uvloop": ("asyncio", "1"), "trio": ("trio", "0")}
 
 
+def _wait_until_idle_in_event_loop(pid: int) -> None:
+    """Wait until the harness sleeps in epoll: a SIGINT landing between its print() and
+    that point hits library code that is not KI-protected (trio raises KeyboardInterrupt
+    there, between creating anyio's sleep coroutine and awaiting it, and Python then
+    reports the coroutine as never awaited). There is no event for it: poll the kernel's
+    view of where the main thread sleeps."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/wchan") as f:
+                if f.read() == "do_epoll_wait":
+                    return
+        except OSError:
+            return  # no wchan here: send at once
+        time.sleep(0.001)
+    # Never seen asleep there (a kernel that hides wchan shows 0): send anyway.
+
+
 def _run_harness(mode: str, backend_id: str, tmp_path: Path) -> tuple[int, str, int]:
     """Run the harness; return its returncode, its stderr and the pid of its child."""
     backend, use_uvloop = HARNESS_BACKENDS[backend_id]
@@ -489,6 +507,7 @@ def _run_harness(mode: str, backend_id: str, tmp_path: Path) -> tuple[int, str, 
         if mode == "sigint":
             assert proc.stdout is not None
             assert proc.stdout.readline() == b"ready\n"
+            _wait_until_idle_in_event_loop(proc.pid)
             proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=30)
     finally:
