@@ -40,6 +40,10 @@ _MAX_DIMENSION = 0xFFFF  # struct winsize holds unsigned shorts
 _DEFAULT_SIZE = (24, 80)
 # How much of the unmatched output an expect() error quotes.
 _QUOTED_TAIL = 200
+# expect(): the least new output worth a search while reads keep returning data at once.
+_SEARCH_STEP = 65536
+# expect(): immediate reads between two yields to the scheduler.
+_YIELD_EVERY = 16
 
 
 def check_size(rows: object, cols: object) -> tuple[int, int]:
@@ -163,6 +167,7 @@ class PtyStream(_PipeEnd, ByteStream):
         self._sending = False
         # Received but not yet returned: what expect() did not consume.
         self._buffer = bytearray()
+        self._searched = -1  # expect(): the buffer's length at its last search
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -244,17 +249,11 @@ class PtyStream(_PipeEnd, ByteStream):
         waited = False
         try:
             with anyio.move_on_after(timeout):
-                while (match := self._search(compiled, encoding)) is None:
-                    try:
-                        data, waited_now = await self._read_some(_READ_SIZE)
-                    except anyio.EndOfStream:
-                        raise anyio.EndOfStream(
-                            f"the terminal was hung up before {compiled.pattern!r} matched; "
-                            f"unmatched output ends with {self._tail()!r}"
-                        ) from None
-                    # No await between the read and this: a cancellation loses nothing.
-                    self._buffer += data
-                    waited = waited or waited_now
+                match, waited = await self._read_until(compiled, encoding)
+            if match is None:
+                # The deadline passed at a checkpoint between two searches: what arrived
+                # before it still counts.
+                match = self._search_new(compiled, encoding)
         finally:
             self._busy = False
         if match is not None:
@@ -266,6 +265,61 @@ class PtyStream(_PipeEnd, ByteStream):
             f"{compiled.pattern!r} did not match within {timeout:g} s; "
             f"unmatched output ends with {self._tail()!r}"
         )
+
+    async def _read_until(
+        self, compiled: re.Pattern[AnyStr], encoding: str
+    ) -> tuple[re.Match[AnyStr], bool]:
+        """Read into the buffer until ``compiled`` matches it; ``(match, whether it waited
+        or yielded)``.
+
+        Searching the whole buffer after every read would be quadratic in the output of a
+        program that writes faster than we read (megabytes before a prompt). So while reads
+        return data at once, the buffer is searched again only once it has doubled (or
+        grown by ``_SEARCH_STEP``): the total searched stays within a few times the output.
+        It is always searched before waiting for more (the program may be waiting for us)
+        and at end of file. Cancellation loses nothing: each read lands in the buffer
+        before the next await.
+        """
+        self._searched = -1
+        waited = False
+        immediate = 0
+        while True:
+            grown = len(self._buffer) - self._searched
+            due = self._searched < 0 or grown >= max(self._searched, _SEARCH_STEP)
+            if due and (match := self._search_new(compiled, encoding)) is not None:
+                return match, waited
+            try:
+                data = self._read_now(_READ_SIZE)
+            except anyio.EndOfStream:
+                if (match := self._search_new(compiled, encoding)) is not None:
+                    return match, waited
+                raise anyio.EndOfStream(
+                    f"the terminal was hung up before {compiled.pattern!r} matched; "
+                    f"unmatched output ends with {self._tail()!r}"
+                ) from None
+            if data is None:
+                if (match := self._search_new(compiled, encoding)) is not None:
+                    return match, waited
+                await anyio.wait_readable(self._fd)
+                waited = True
+                immediate = 0
+                continue
+            self._buffer += data
+            immediate += 1
+            if immediate == _YIELD_EVERY:
+                # A program writing faster than we read never makes us wait: yield now
+                # and then, or nothing else runs and the timeout never fires.
+                immediate = 0
+                await checkpoint()
+                waited = True
+
+    def _search_new(self, compiled: re.Pattern[AnyStr], encoding: str) -> re.Match[AnyStr] | None:
+        """Search the buffer if it changed since the last search."""
+        if len(self._buffer) == self._searched:
+            return None
+        match = self._search(compiled, encoding)
+        self._searched = len(self._buffer)
+        return match
 
     def _search(self, compiled: re.Pattern[AnyStr], encoding: str) -> re.Match[AnyStr] | None:
         if isinstance(compiled.pattern, bytes):

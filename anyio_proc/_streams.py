@@ -68,21 +68,28 @@ class _PipeEnd:
         closed (also while waiting), and what :meth:`_read_error` makes of an OS error.
         """
         waited = False
-        while True:
-            fd = self._fd
-            if fd < 0:
-                raise anyio.ClosedResourceError
-            try:
-                data = os.read(fd, max_bytes)
-            except BlockingIOError:
-                await anyio.wait_readable(fd)
-                waited = True
-                continue
-            except OSError as exc:
-                raise self._read_error(exc) from exc
-            if not data:
-                raise anyio.EndOfStream
-            return data, waited
+        while (data := self._read_now(max_bytes)) is None:
+            await anyio.wait_readable(self._fd)
+            waited = True
+        return data, waited
+
+    def _read_now(self, max_bytes: int) -> bytes | None:
+        """One read that does not wait: the data, or ``None`` when none are there yet.
+
+        Raises as :meth:`_read_some` does.
+        """
+        fd = self._fd
+        if fd < 0:
+            raise anyio.ClosedResourceError
+        try:
+            data = os.read(fd, max_bytes)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            raise self._read_error(exc) from exc
+        if not data:
+            raise anyio.EndOfStream
+        return data
 
     def _read_error(self, exc: OSError) -> Exception:
         return anyio.BrokenResourceError()

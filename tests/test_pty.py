@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import sys
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -220,6 +221,54 @@ async def test_expect_keeps_unmatched_output() -> None:
         assert accent.string[: accent.start()] == ""
         assert await child.expect(rb"last line\r\n", timeout=T)
         assert await child.wait() == 0
+
+
+# Writes FLOOD bytes of "x" at once, then a mark, then waits for a line on stdin.
+FLOOD = 4 << 20
+FLOODER = (
+    "import os, sys\n"
+    f"block = b'x' * 65536\n"
+    f"for _ in range({FLOOD} // 65536):\n"
+    "    os.write(1, block)\n"
+    "os.write(1, b'MARK')\n"
+    "sys.stdin.readline()\n"
+)
+
+
+async def test_expect_times_out_while_output_floods_in() -> None:
+    # `yes` writes faster than we read, so a read never has to wait: the timeout must
+    # still fire (it used to be checked only when a read waited: never, here). The
+    # message tells expect()'s TimeoutError from fail_after's.
+    async with spawn(Command("yes").pty()) as child:
+        with anyio.fail_after(T), pytest.raises(TimeoutError, match="did not match within"):
+            await child.expect(b"never printed", timeout=0.5)
+
+
+@pytest.mark.parametrize("pattern", [b"MARK", "MARK", re.compile(rb"M(A)RK")])
+async def test_expect_finds_a_match_after_megabytes(pattern: Any) -> None:
+    async with spawn(Command(*py(FLOODER)).pty()) as child:
+        assert child.pty is not None
+        match = await child.expect(pattern, timeout=T)
+        assert match.start() == FLOOD  # everything before it was kept, in order
+        assert set(match.string[: match.start()]) == set(match.string[:1])
+        await child.pty.send(b"\n")
+        with anyio.fail_after(T):
+            assert await child.wait() == 0
+
+
+async def test_expect_cancelled_mid_flood_loses_nothing() -> None:
+    async with spawn(Command(*py(FLOODER)).pty()) as child:
+        assert child.pty is not None
+        received = len(await child.pty.receive(1000))
+        # Cancelled wherever it is when the deadline passes (most likely between two
+        # reads of the flood); the next expect resumes on what was buffered.
+        with anyio.move_on_after(0.05):
+            await child.expect(b"never printed")
+        match = await child.expect(b"MARK", timeout=T)
+        assert received + match.start() == FLOOD
+        await child.pty.send(b"\n")
+        with anyio.fail_after(T):
+            assert await child.wait() == 0
 
 
 async def test_single_streams_on_a_terminal() -> None:
