@@ -27,7 +27,7 @@ import anyio
 from anyio.abc import ByteStream
 from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled
 
-from ._streams import _PipeEnd
+from ._streams import _READ_SIZE, _YIELD_EVERY, _PipeEnd
 from ._waiters import set_blocking
 
 if TYPE_CHECKING:
@@ -35,15 +35,12 @@ if TYPE_CHECKING:
 
 __all__ = ["PtyStream", "check_size", "launch_pty", "open_pty"]
 
-_READ_SIZE = 65536
 _MAX_DIMENSION = 0xFFFF  # struct winsize holds unsigned shorts
 _DEFAULT_SIZE = (24, 80)
 # How much of the unmatched output an expect() error quotes.
 _QUOTED_TAIL = 200
 # expect(): the least new output worth a search while reads keep returning data at once.
 _SEARCH_STEP = 65536
-# expect(): immediate reads between two yields to the scheduler.
-_YIELD_EVERY = 16
 
 
 def check_size(rows: object, cols: object) -> tuple[int, int]:
@@ -164,7 +161,6 @@ class PtyStream(_PipeEnd, ByteStream):
     def __init__(self, fd: int) -> None:
         self._init(fd)
         self._grown = True  # a terminal's queues have a fixed size: never try to grow them
-        self._sending = False
         # Received but not yet returned: what expect() did not consume.
         self._buffer = bytearray()
         self._searched = -1  # expect(): the buffer's length at its last search
@@ -179,24 +175,17 @@ class PtyStream(_PipeEnd, ByteStream):
 
         **Cancellation:** safe; no data is lost.
         """
+        if not self._buffer:
+            return await self._receive(max_bytes)
         if self._busy:
             raise anyio.BusyResourceError("reading from")
         await checkpoint_if_cancelled()
-        if self._buffer:
-            if self._fd < 0:
-                raise anyio.ClosedResourceError
-            data = bytes(self._buffer[:max_bytes])
-            del self._buffer[:max_bytes]
-            # Shielded: the data has left the buffer and must reach the caller.
-            await cancel_shielded_checkpoint()
-            return data
-        self._busy = True
-        try:
-            data, waited = await self._read_some(max_bytes)
-        finally:
-            self._busy = False
-        if not waited:
-            await cancel_shielded_checkpoint()
+        if self._fd < 0:
+            raise anyio.ClosedResourceError
+        data = bytes(self._buffer[:max_bytes])
+        del self._buffer[:max_bytes]
+        # Shielded: the data has left the buffer and must reach the caller.
+        await cancel_shielded_checkpoint()
         return data
 
     def _read_error(self, exc: OSError) -> Exception:
@@ -350,16 +339,7 @@ class PtyStream(_PipeEnd, ByteStream):
 
         **Cancellation:** part of ``item`` may have been written.
         """
-        if self._sending:
-            raise anyio.BusyResourceError("writing to")
-        await checkpoint_if_cancelled()
-        self._sending = True
-        try:
-            waited = await self._write_all(item)
-        finally:
-            self._sending = False
-        if not waited:
-            await cancel_shielded_checkpoint()
+        await self._send(item)
 
     async def send_eof(self) -> None:
         """Type the terminal's end-of-file character (Ctrl-D unless changed).

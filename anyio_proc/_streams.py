@@ -46,7 +46,10 @@ class _PipeEnd:
     """What both directions share: the fd, closing, and hand-over to another child."""
 
     _fd: int
+    #: A task is reading (or, in expect(), matching).
     _busy: bool
+    #: A task is writing.
+    _sending: bool
     #: Set when :meth:`Child.wait` closed the stream on the user's behalf.
     _broken: bool
     #: The pipe was enlarged once it proved busy.
@@ -57,9 +60,40 @@ class _PipeEnd:
     def _init(self, fd: int) -> None:
         self._fd = fd
         self._busy = False
+        self._sending = False
         self._broken = False
         self._grown = False
         self._unyielded = 0
+
+    async def _receive(self, max_bytes: int) -> bytes:
+        """``receive()`` of a pipe or a terminal: one reader at a time, a pipe grown once it
+        proves busy, a yield to the scheduler every few immediate reads."""
+        if self._busy:
+            raise anyio.BusyResourceError("reading from")
+        await checkpoint_if_cancelled()
+        self._busy = True
+        try:
+            data, waited = await self._read_some(max_bytes)
+            if len(data) >= _PIPE_FULL and not self._grown:
+                self._grown = True
+                grow_pipe(self._fd)
+        finally:
+            self._busy = False
+        await self._after_transfer(waited)
+        return data
+
+    async def _send(self, item: bytes) -> None:
+        """``send()`` of a pipe or a terminal: one writer at a time, all of ``item``, a
+        yield to the scheduler every few immediate writes."""
+        if self._sending:
+            raise anyio.BusyResourceError("writing to")
+        await checkpoint_if_cancelled()
+        self._sending = True
+        try:
+            waited = await self._write_all(item)
+        finally:
+            self._sending = False
+        await self._after_transfer(waited)
 
     async def _read_some(self, max_bytes: int) -> tuple[bytes, bool]:
         """One read, waiting until data arrive; ``(data, whether it had to wait)``.
@@ -211,19 +245,7 @@ class PipeReceiveStream(_PipeEnd, ByteReceiveStream):
         yields to other tasks only every few calls, so reading a flood is not slowed down
         by the scheduler.
         """
-        if self._busy:
-            raise anyio.BusyResourceError("reading from")
-        await checkpoint_if_cancelled()
-        self._busy = True
-        try:
-            data, waited = await self._read_some(max_bytes)
-            if len(data) >= _PIPE_FULL and not self._grown:
-                self._grown = True
-                grow_pipe(self._fd)
-        finally:
-            self._busy = False
-        await self._after_transfer(waited)
-        return data
+        return await self._receive(max_bytes)
 
     async def aclose(self) -> None:
         """Close our end; a task blocked in :meth:`receive` gets ``ClosedResourceError``."""
@@ -339,15 +361,7 @@ class PipeSendStream(_PipeEnd, ByteSendStream):
 
         **Cancellation:** part of ``item`` may have been written when it is cancelled.
         """
-        if self._busy:
-            raise anyio.BusyResourceError("writing to")
-        await checkpoint_if_cancelled()
-        self._busy = True
-        try:
-            waited = await self._write_all(item)
-        finally:
-            self._busy = False
-        await self._after_transfer(waited)
+        await self._send(item)
 
     async def send_eof(self) -> None:
         """Close our end so the child reads end-of-file; same as :meth:`aclose`."""

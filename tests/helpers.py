@@ -9,6 +9,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
+
+import anyio
 
 PY = sys.executable
 
@@ -119,3 +122,12 @@ async def group_gone(pgid: int, timeout: float = 5.0) -> bool:
             delay = min(delay * 2, 0.05)
         return True
     return False
+
+
+async def poll_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait for a state change that has no event (``/proc`` contents), bounded in time."""
+    with anyio.fail_after(timeout):
+        while True:
+            if predicate():
+                return
+            await anyio.sleep(0.005)

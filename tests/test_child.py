@@ -26,7 +26,15 @@ import pytest
 from anyio_proc import Child, Command, ExitStatus, ProcessFailed, Stdio, spawn
 from anyio_proc._waiters import available_waiters
 
-from .helpers import alive, children, group_members, join_our_threads, proc_state, py
+from .helpers import (
+    alive,
+    children,
+    group_members,
+    join_our_threads,
+    poll_until,
+    proc_state,
+    py,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -67,15 +75,6 @@ async def first_line(child: Child) -> str:
     with anyio.fail_after(10):
         lines: AsyncIterator[str] = child.stdout.lines()
         return await anext(lines)
-
-
-async def poll_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait for a state change that has no event (``/proc`` contents), bounded in time."""
-    with anyio.fail_after(timeout):
-        while True:
-            if predicate():
-                return
-            await anyio.sleep(0.005)
 
 
 def spy(

@@ -28,10 +28,10 @@ import pytest
 import anyio_proc._tree
 from anyio_proc import Child, Command, spawn
 
-from .helpers import PY, alive, group_members
+from .helpers import PY, alive, group_members, poll_until
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
 
 pytestmark = pytest.mark.skipif(
     sys.platform != "linux", reason="process trees are read from /proc: Linux only"
@@ -78,15 +78,6 @@ async def read_pids(child: Child, count: int) -> list[int]:
                 break
     assert len(pids) == count, f"the tree printed only {pids}"
     return pids
-
-
-async def poll_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait for a state change that has no event (``/proc`` contents), bounded in time."""
-    with anyio.fail_after(timeout):
-        while True:
-            if predicate():
-                return
-            await anyio.sleep(0.005)
 
 
 def exited(pidfd: int, timeout: float) -> bool:
@@ -186,14 +177,20 @@ def walk(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
 # -- kill_tree and the exit policy -------------------------------------------------------------
 
 
+def grouped(cmd: Command, grouping: str) -> Command:
+    """``cmd`` in its own process group, its own session, or neither."""
+    if grouping == "process_group":
+        return cmd.process_group(0)
+    if grouping == "new_session":
+        return cmd.new_session()
+    return cmd
+
+
 @pytest.mark.parametrize("grouping", ["none", "process_group", "new_session"])
 async def test_exit_policy_stops_a_three_level_tree(strays: Strays, grouping: str) -> None:
     cmd, count = tree(SLEEPER, SLEEPER)
     cmd = strays.mark(cmd).kill_tree()
-    if grouping == "process_group":
-        cmd = cmd.process_group(0)
-    elif grouping == "new_session":
-        cmd = cmd.new_session()
+    cmd = grouped(cmd, grouping)
     async with spawn(cmd) as child:
         pids = await read_pids(child, count)
         assert pids[0] == child.pid
@@ -211,10 +208,7 @@ async def test_exit_policy_reaches_a_grandchild_that_called_setsid(
 ) -> None:
     cmd, count = tree(SLEEPER, GRANDCHILDREN["calls setsid"])
     cmd = strays.mark(cmd).kill_tree()
-    if grouping == "process_group":
-        cmd = cmd.process_group(0)
-    elif grouping == "new_session":
-        cmd = cmd.new_session()
+    cmd = grouped(cmd, grouping)
     async with spawn(cmd) as child:
         pids = await read_pids(child, count)
         escapee = pids[-1]
