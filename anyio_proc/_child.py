@@ -6,6 +6,7 @@ import atexit
 import logging
 import os
 import signal as _signal
+import sys
 import time
 import warnings
 import weakref
@@ -44,15 +45,32 @@ _GROUP_KILL_GRACE = 5.0
 # kill_on_drop children still running when the interpreter exits: their Child objects may
 # never be collected, so they are killed (and reaped) by an exit hook instead.
 _kill_at_exit: weakref.WeakSet[Child] = weakref.WeakSet()
-_main_pid = os.getpid()
+# Bound now: __del__ may run so late in interpreter shutdown that module lookups fail.
+_is_finalizing = sys.is_finalizing
 
 
 @atexit.register
 def _kill_remaining() -> None:
-    if os.getpid() != _main_pid:
-        return  # a forked copy of the program: these are its parent's children, not its own
+    me = os.getpid()
     for child in list(_kill_at_exit):
-        child._kill_now_and_reap()
+        # A forked copy of the program inherits the set: its parent's children are not its
+        # own to kill, but the ones it spawned itself (a forked worker's) are.
+        if child._owner_pid == me:
+            child._kill_now_and_reap()
+
+
+#: This package's folder: frames under it are skipped when a warning names the user's line.
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning point at the first caller outside anyio_proc."""
+    frame = sys._getframe(1)
+    level = 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+        level += 1
+    return level
 
 
 def _signal_name(sig: int) -> str:
@@ -109,7 +127,11 @@ class Child(Process):
         self._reaped = False
         self._killed = False
         self._waiting = 0
+        # The exit policy has started (or the child was disposed of without one).
         self._closed = False
+        # Set once the policy has finished: a second aclose() waits for it.
+        self._close_done: anyio.Event | None = None
+        self._escalated = False
         self._started = time.monotonic()
         self._owner_pid = os.getpid()
         if kill_on_drop:
@@ -206,19 +228,20 @@ class Child(Process):
             pass
         self._set_reaped()
 
-    async def wait(self) -> ExitStatus:
+    async def wait(self, *, close_stdin: bool = True) -> ExitStatus:
         """Close our end of stdin, wait for the child to exit, reap it; return its status.
 
         The child sees end-of-file on stdin first, so a child that reads stdin to the end
         cannot deadlock the wait; a later ``stdin.send()`` raises
-        :class:`anyio.BrokenResourceError`. It does not wait for stdout/stderr to reach
-        end-of-file: a grandchild may hold them open.
+        :class:`anyio.BrokenResourceError`. With ``close_stdin=False`` stdin is left open,
+        for a watcher task that waits while another task still talks to the child. It does
+        not wait for stdout/stderr to reach end-of-file: a grandchild may hold them open.
 
         **Cancellation:** safe. Cancelling does nothing to the process; ``wait()`` can be
         called again, and from several tasks at once.
         """
         stdin = self._stdin
-        if stdin is not None and not stdin.closed:
+        if close_stdin and stdin is not None and not stdin.closed:
             stdin._close(broken=True)
         status = self.try_wait()
         if status is None:
@@ -352,50 +375,99 @@ class Child(Process):
 
     # -- the exit policy ---------------------------------------------------------------
 
+    @property
+    def escalated(self) -> bool:
+        """True once the exit policy had to send SIGKILL: to the child, to a member of its
+        process group or to a descendant (with :meth:`Command.kill_tree`) that outlived the
+        grace period, or to everything because the policy itself was interrupted."""
+        return self._escalated
+
     async def aclose(self) -> None:
         """Apply the exit policy and release everything.
 
         Close stdin; if the child (or, when it leads a process group, anything left in the
         group) still runs, send the shutdown signal, wait up to the shutdown timeout, then
         SIGKILL; reap; close stdout and stderr. A :class:`RuntimeWarning` reports an
-        escalation to SIGKILL. Calling it again does nothing.
+        escalation to SIGKILL (see also :attr:`escalated`). When several tasks call it, each
+        returns once the child is stopped and reaped; calling it again after that does
+        nothing.
 
         A child from :func:`open_process` follows anyio's policy instead: close the pipes
         and wait for the child to exit by itself; only if that wait is cancelled (or
-        otherwise interrupted) is it killed and reaped, shielded, before the exception
-        propagates.
+        otherwise interrupted) is it killed and reaped before the exception propagates.
 
-        **Cancellation:** shielded: it always completes, within the timeout plus the time
-        SIGKILL takes, and the cancellation propagates afterwards.
+        **Cancellation:** shielded from anyio cancellation: it completes, within the timeout
+        plus the time SIGKILL takes, and the cancellation propagates afterwards. Anything that
+        gets through the shield anyway (``KeyboardInterrupt``, ``SystemExit`` from a signal
+        handler, a native ``asyncio`` ``Task.cancel()``) cuts the grace period short: the
+        child, its group and its tree are killed with SIGKILL and the child is reaped, with
+        the event loop blocked for that moment, before the exception propagates.
         """
-        if self._closed:
-            await checkpoint()
-            return
+        escalated = await self._apply_policy()
+        if escalated:
+            self._warn_escalated(self, user_stacklevel())
+
+    def _warn_escalated(self, what: object, stacklevel: int) -> None:
+        warnings.warn(
+            f"{what!r} was still running {self._shutdown_timeout:g} s after "
+            f"{_signal_name(self._shutdown_signal)}, so it was killed with SIGKILL; make it "
+            "exit on that signal, or give it longer with Command.shutdown(timeout=...)",
+            RuntimeWarning,
+            stacklevel=stacklevel + 1,
+        )
+
+    async def _apply_policy(self) -> bool:
+        """The exit policy, once whoever calls it; True if it escalated to SIGKILL.
+
+        The one place where an exception escaping the policy is handled: whatever it is,
+        everything is killed and the child reaped before it propagates.
+        """
+        done = self._close_done
+        if done is not None or self._closed:
+            if done is not None and not done.is_set():
+                await self._wait_for_other_closer(done)
+            else:
+                await checkpoint()
+            return False
         self._closed = True
-        if self._wait_policy:
-            await self._close_and_wait()
-            return
         if self._reaped and self._tree is None and not self._leads_group:
             # Nothing is left to stop (the usual end of a block after wait()); what the
             # shielded shutdown below would do comes down to closing our pipes.
             self._close_streams()
+            return False
+        done = self._close_done = anyio.Event()
+        try:
+            if self._wait_policy:
+                await self._close_and_wait()
+                return False
+            with anyio.CancelScope(shield=True):
+                self._escalated = await self._shut_down()
+            return self._escalated
+        except BaseException:
+            self._kill_and_reap_now()
+            raise
+        finally:
+            self._close_streams()
+            if self._tree is not None:
+                self._tree.close()
+            done.set()
+
+    async def _wait_for_other_closer(self, done: anyio.Event) -> None:
+        """Another task is applying the policy: aclose() promises the child is gone when it
+        returns, so wait for that task to finish."""
+        if not self._wait_policy:
+            with anyio.CancelScope(shield=True):
+                await done.wait()
             return
-        escalated = False
-        with anyio.CancelScope(shield=True):
-            try:
-                escalated = await self._shut_down()
-            finally:
-                self._close_streams()
-                if self._tree is not None:
-                    self._tree.close()
-        if escalated:
-            warnings.warn(
-                f"{self!r} was still running {self._shutdown_timeout:g} s after "
-                f"{_signal_name(self._shutdown_signal)}, so it was killed with SIGKILL; make it "
-                "exit on that signal, or give it longer with Command.shutdown(timeout=...)",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+        # anyio's policy waits for a natural exit, which may never come: an interrupted
+        # wait kills, here as in the first closer, which then sees the death and reaps.
+        try:
+            await done.wait()
+        except BaseException:
+            self._deliver(_SIGKILL)
+            with anyio.CancelScope(shield=True):
+                await done.wait()
+            raise
 
     def _close_streams(self) -> None:
         for stream in (self._stdin, self._stdout, self._stderr, self._pty):
@@ -409,10 +481,58 @@ class Child(Process):
             await self._wait_exited()
             await checkpoint()
         except BaseException:
+            # anyio's order: kill, then wait for the death without blocking the loop; an
+            # interrupt of that wait is left to _apply_policy's blocking last resort.
             with anyio.CancelScope(shield=True):
-                self.kill()
+                self._deliver(_SIGKILL)
                 await self._wait_exited()
             raise
+
+    def _kill_and_reap_now(self) -> None:
+        """Last resort when the policy is interrupted: SIGKILL everything, reap the child.
+
+        Blocking, but briefly: SIGKILL cannot be caught, so the wait is the time the kernel
+        takes to tear the child down. Members of its group and its tree are not ours to reap;
+        they die of the signal and are reaped by their own parents (or init).
+        """
+        if self._reaped:
+            return
+        self._escalated = True
+        try:
+            self._deliver(_SIGKILL)
+        finally:
+            self._reap_blocking()
+
+    def _reap_blocking(self) -> None:
+        """Reap the child (it has been SIGKILLed), blocking; a second interrupt is held back
+        until the reap is done, unless the child takes longer than the kill grace."""
+        waiter = self._waiter
+        if self._reaped or waiter is None:
+            return
+        try:
+            waiter.poll(reap=False)  # the waiter knows whether the pid is still ours
+        except ChildProcessError:
+            self._record(ExitStatus.unknown(args=self._args), reaped=True)
+            return
+        deadline = time.monotonic() + _GROUP_KILL_GRACE
+        while not self._reaped:
+            try:
+                _, raw = os.waitpid(self._pid, 0)
+            except ChildProcessError:
+                raw = None
+            except BaseException:
+                if time.monotonic() < deadline:
+                    continue  # a second Ctrl-C: the first is already on its way out
+                raise
+            if self._status is None:
+                status = (
+                    ExitStatus.unknown(args=self._args)
+                    if raw is None
+                    else ExitStatus(os.waitstatus_to_exitcode(raw), args=self._args)
+                )
+                self._record(status, reaped=True)
+            else:
+                self._set_reaped()
 
     async def _shut_down(self) -> bool:
         """Signal, wait, escalate and reap; return True if SIGKILL was needed."""
@@ -536,10 +656,16 @@ class Child(Process):
                 pass
         waiter.abandon()
         # Last: under -W error the warning raises, and the child must be handled by then.
-        warnings.warn(
-            f"{self!r} was garbage-collected while running; use 'async with spawn(...)' "
-            "or 'await child.aclose()'",
-            ResourceWarning,
-            source=self,
-            stacklevel=1,
-        )
+        try:
+            warnings.warn(
+                f"{self!r} was garbage-collected while running; use 'async with spawn(...)' "
+                "or 'await child.aclose()'",
+                ResourceWarning,
+                source=self,
+                stacklevel=1,
+            )
+        except Exception:
+            if not _is_finalizing():
+                raise
+            # At interpreter shutdown a warning filter or formatter may need a module that
+            # is already torn down; a traceback there would only be noise.

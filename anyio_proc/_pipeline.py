@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, cast
 import anyio
 from anyio import TASK_STATUS_IGNORED
 from anyio.abc import Process
-from anyio.lowlevel import checkpoint
 
+from ._child import user_stacklevel
 from ._command import Command, Stdio, StdioArg, _path_arg, _stdio
 from ._spawn import SpawnContext, start_child
 from ._status import ExitStatus, Output
@@ -352,7 +352,6 @@ class PipelineChild(Process):
         self._children = tuple(children)
         self._stderr = stderr
         self._pipefail = pipefail
-        self._closed = False
 
     @property
     def children(self) -> tuple[Child, ...]:
@@ -393,12 +392,14 @@ class PipelineChild(Process):
             return None
         return PipelineStatus(statuses, pipefail=self._pipefail)  # type: ignore[arg-type]
 
-    async def wait(self) -> PipelineStatus:
+    async def wait(self, *, close_stdin: bool = True) -> PipelineStatus:
         """Close the first process's stdin, wait for every process to exit, reap them.
+
+        With ``close_stdin=False`` the first stdin is left open, as :meth:`Child.wait`.
 
         **Cancellation:** safe, as :meth:`Child.wait`; it can be called again.
         """
-        statuses = [await child.wait() for child in self._children]
+        statuses = [await child.wait(close_stdin=close_stdin) for child in self._children]
         return PipelineStatus(statuses, pipefail=self._pipefail)
 
     async def wait_with_output(self, input: bytes | None = None) -> Output:
@@ -423,33 +424,49 @@ class PipelineChild(Process):
         for child in self._children:
             child.kill()
 
+    @property
+    def escalated(self) -> bool:
+        """True once the exit policy had to SIGKILL any stage (see :attr:`Child.escalated`)."""
+        return any(child.escalated for child in self._children)
+
     async def aclose(self) -> None:
         """Apply each process's exit policy, all at once, and reap them all.
 
-        Shielded from cancellation and bounded by the longest shutdown timeout.
+        Every call returns only once every process is stopped and reaped. A
+        :class:`RuntimeWarning` reports an escalation to SIGKILL, once for the pipeline.
+
+        **Cancellation:** as :meth:`Child.aclose`: shielded and bounded by the longest
+        shutdown timeout; an interrupt that gets through the shield (``KeyboardInterrupt``, a
+        native asyncio ``Task.cancel()``) kills every process with SIGKILL and reaps them
+        before it propagates.
         """
-        if self._closed:
-            await checkpoint()
-            return
-        self._closed = True
         errors: list[BaseException] = []
+        escalated: list[Child] = []
 
         async def close(child: Child) -> None:
             try:
-                await child.aclose()
-            except Exception as exc:  # a RuntimeWarning turned into an error, say
+                if await child._apply_policy():
+                    escalated.append(child)
+            except Exception as exc:
                 errors.append(exc)
 
-        with anyio.CancelScope(shield=True):
-            try:
+        try:
+            with anyio.CancelScope(shield=True):
                 async with anyio.create_task_group() as tg:
                     for child in self._children:
                         tg.start_soon(close, child)
-            finally:
-                if self._stderr is not None:
-                    self._stderr._close()
+        except BaseException:
+            # The task group was torn down half way: whatever stage it left, kill and reap.
+            for child in self._children:
+                child._kill_and_reap_now()
+            raise
+        finally:
+            if self._stderr is not None:
+                self._stderr._close()
         if errors:
             raise errors[0]
+        if escalated:
+            escalated[0]._warn_escalated(self, user_stacklevel())
 
     async def __aenter__(self) -> PipelineChild:
         return self

@@ -10,6 +10,10 @@ from abc import ABC, abstractmethod
 import anyio
 import anyio.lowlevel
 
+# Bound at import: anyio resolves its top-level names lazily, and an import attempted while
+# the interpreter shuts down (a Child collected then) fails with "sys.meta_path is None".
+from anyio import notify_closing as _notify_closing
+
 __all__ = ["ExitWaiter", "FdWaiter", "ReapedElsewhereWaiter", "close_watched_fd"]
 
 
@@ -89,7 +93,7 @@ def close_watched_fd(fd: int) -> None:
     nobody can be waiting on it, so there is nothing to notify.
     """
     try:
-        anyio.notify_closing(fd)
+        _notify_closing(fd)
     except RuntimeError:
         pass
     os.close(fd)

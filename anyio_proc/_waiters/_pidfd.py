@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import select
 import signal
 import sys
 
@@ -60,8 +61,17 @@ class PidfdWaiter(FdWaiter):
             raise
 
     def _reap_and_close(self) -> None:
+        # Not a blocking waitid(P_PIDFD): an event loop that watched the pidfd may have made
+        # it O_NONBLOCK (libuv does), and waitid then fails with EAGAIN. poll() ignores the
+        # flag, so wait for readability there and reap without blocking.
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
         try:
-            os.waitid(os.P_PIDFD, self._fd, os.WEXITED)
+            while True:
+                poller.poll()
+                if waitid_returncode(os.P_PIDFD, self._fd, reap=True) is not None:
+                    break
         except ChildProcessError:
             pass
-        self.close()
+        finally:
+            self.close()
