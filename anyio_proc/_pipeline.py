@@ -21,7 +21,7 @@ from ._child import user_stacklevel
 from ._command import Command, Stdio, StdioArg, _path_arg, _stdio
 from ._spawn import SpawnContext, start_child
 from ._status import ExitStatus, Output
-from ._streams import PipeReceiveStream, PipeSendStream, communicate
+from ._streams import PipeReceiveStream, PipeSendStream, _PipeEnd, communicate
 from ._waiters import set_blocking
 
 if TYPE_CHECKING:
@@ -526,6 +526,7 @@ def start_pipeline(pipeline: Pipeline) -> PipelineChild:
     owned: set[int] = set()  # fds to close in the parent whatever happens
     children: list[Child] = []
     stderr_stream: PipeReceiveStream | None = None
+    handed: _PipeEnd | None = None
 
     def track(fd: int) -> int:
         owned.add(fd)
@@ -548,6 +549,11 @@ def start_pipeline(pipeline: Pipeline) -> PipelineChild:
             stderr_arg = track(write_fd)
         elif isinstance(spec.stderr, _FileRedirect):
             stderr_arg = track(_open_redirect(spec.stderr, False))
+        elif isinstance(spec.stderr, _PipeEnd):
+            # Every stage writes to it: hand the stream over once, after the last spawn,
+            # or the first stage's spawn would close it under the others.
+            handed = spec.stderr
+            stderr_arg = handed._fd_for_child()
         else:
             stderr_arg = spec.stderr
         # Blocking pipes, non-inheritable (so no stage holds another's ends open and every
@@ -573,6 +579,8 @@ def start_pipeline(pipeline: Pipeline) -> PipelineChild:
             if index < last:
                 release(pipes[index][1])
     except BaseException:
+        if handed is not None:
+            handed._not_handed_over()
         for child in children:
             _discard(child)
         for fd in owned:
@@ -582,6 +590,8 @@ def start_pipeline(pipeline: Pipeline) -> PipelineChild:
         raise
     for fd in owned:
         os.close(fd)
+    if handed is not None:
+        handed._handed_over()
     return PipelineChild(children, stderr_stream, pipefail=spec.pipefail)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal as _signal
 import subprocess
 from dataclasses import dataclass
@@ -152,13 +153,17 @@ class ProcessFailed(subprocess.CalledProcessError):
         if isinstance(cmd, (str, bytes)):
             shown = os.fsdecode(cmd)
         else:
-            shown = " ".join(os.fsdecode(a) if isinstance(a, (bytes, str)) else str(a) for a in cmd)
+            # Quoted as a shell would need it, so the message can be pasted and tells
+            # ["a b"] from ["a", "b"].
+            shown = shlex.join(
+                os.fsdecode(a) if isinstance(a, (bytes, str)) else str(a) for a in cmd
+            )
         if not self.status.known:
-            head = f"Command {shown!r} was reaped elsewhere; its exit status is unknown"
+            head = f"Command `{shown}` was reaped elsewhere; its exit status is unknown"
         elif self.status.signal is not None:
-            head = f"Command {shown!r} died with {self.status}"
+            head = f"Command `{shown}` died with {self.status}"
         else:
-            head = f"Command {shown!r} failed with {self.status}"
+            head = f"Command `{shown}` failed with {self.status}"
         tail = _stderr_tail(self.stderr)
         return f"{head}\n{tail}" if tail else head
 
