@@ -471,3 +471,20 @@ async def test_stage_options_and_a_childs_stream_as_stdin(tmp_path: Path) -> Non
 def test_spawn_outside_an_event_loop() -> None:
     with pytest.raises(RuntimeError):
         spawn(Command("a") | Command("b"))
+
+
+@pytest.mark.parametrize("stages", [1, 2, 3])
+async def test_stderr_into_another_childs_stdin(stages: int) -> None:
+    # Every stage writes to the stream: it is handed over once, after the last spawn, and
+    # an earlier stage's spawn must not close it under the later ones.
+    stage = Command("sh", "-c", "cat; echo $0 >&2")
+    pipeline = Pipeline(*[stage.arg(f"stage{i}") for i in range(stages)])
+    async with spawn(Command("cat").stdin_piped().stdout_piped()) as sink:
+        assert sink.stdin is not None
+        assert sink.stdout is not None
+        out = await pipeline.stdin_bytes(b"data\n").stderr(sink.stdin).output()
+        assert out.stdout == b"data\n"
+        assert sink.stdin.closed  # handed over: the stages hold the write end now
+        with anyio.fail_after(10):
+            collected = await sink.stdout.read_all()
+        assert sorted(collected.split()) == [f"stage{i}".encode() for i in range(stages)]

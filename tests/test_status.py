@@ -288,3 +288,8 @@ async def test_failed_output_names_command_and_stderr() -> None:
     assert "exit status: 2" in message
     # The error survives a trip through pickle (to another process, say).
     assert str(pickle.loads(pickle.dumps(exc))) == message
+
+
+def test_process_failed_quotes_the_command_as_a_shell_would() -> None:
+    message = str(ProcessFailed(1, ["grep", "a b", "-e", "it's"]))
+    assert message.startswith("Command `grep 'a b' -e 'it'\"'\"'s'` failed with exit status: 1")
