@@ -5,7 +5,7 @@ from __future__ import annotations
 import nox
 
 nox.options.default_venv_backend = "venv"
-nox.options.sessions = ["tests", "typing", "lint", "examples"]
+nox.options.sessions = ["tests", "anyio_compat", "typing", "lint", "examples"]
 
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 
@@ -14,6 +14,13 @@ PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 def tests(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session(python=PYTHONS)
+def anyio_compat(session: nox.Session) -> None:
+    """anyio's own tests/test_subprocesses.py against our open_process/run_process."""
+    session.install("-e", ".[test]", "-r", "compat_suites/requirements.txt")
+    session.run("python", "compat_suites/run_anyio_subprocess_tests.py", *session.posargs)
 
 
 @nox.session(python="3.11")
@@ -28,7 +35,7 @@ def typing(session: nox.Session) -> None:
     session.install("-e", ".[dev]")
     for platform in ("linux", "darwin", "win32"):
         session.run("mypy", "--platform", platform, "anyio_proc")
-    session.run("mypy", "tests", "examples", "benchmarks")
+    session.run("mypy", "tests", "examples", "benchmarks", "compat_suites")
 
 
 @nox.session(python="3.11")
