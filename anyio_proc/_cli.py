@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
 import re
 import signal
@@ -142,6 +143,8 @@ class Printer:
 
     def event(self, event: ServiceEvent) -> None:
         text = f"failed: {event.message}" if event.kind == "failed" else str(event)
+        if event.kind == "exited" and event.escalated:
+            text += " (--timeout gives it longer)"
         # '*' rather than '|': what anyio-proc says about a service, not what it printed.
         self(event.service, text, sep="*")
 
@@ -152,6 +155,13 @@ def _exit_code(status: ExitStatus) -> int:
         return code
     sig = status.signal
     return 128 + sig if sig is not None else 1
+
+
+def _failure_code(exc: ServiceFailed) -> int:
+    """The exit code for a service that gave up or failed its start: never 0, even when
+    its last run exited 0 (``--restart always``, or an exit before it was ready)."""
+    code = _exit_code(exc.status) if exc.status is not None else 1
+    return code or 1
 
 
 def _ready_check(spec: ReadySpec, env: dict[str, str]) -> ReadyCheck:
@@ -210,7 +220,7 @@ async def supervise(services: list[ServiceSpec], opts: Options, printer: Printer
                     merge_stderr=True,
                 )
             except ServiceFailed as exc:
-                failed(_exit_code(exc.status) if exc.status is not None else 1)
+                failed(_failure_code(exc))
                 stop.set()
                 return
             tg.start_soon(watch, service)
@@ -241,7 +251,7 @@ async def supervise(services: list[ServiceSpec], opts: Options, printer: Printer
                 await stop.wait()
                 tg.cancel_scope.cancel()
         except ServiceFailed as exc:
-            failed(_exit_code(exc.status) if exc.status is not None else 1)
+            failed(_failure_code(exc))
         finally:
             outer.cancel_scope.cancel()
     if first_failure:
@@ -252,6 +262,49 @@ async def supervise(services: list[ServiceSpec], opts: Options, printer: Printer
 
 
 # -- command line ---------------------------------------------------------------------------
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+
+
+def _seconds(text: str) -> float:
+    """A duration: finite and >= 0 (argparse turns the error into a usage error)."""
+    value = _number(text)
+    if not 0 <= value < math.inf:  # NaN included
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds >= 0, got {text!r}")
+    return value
+
+
+def _seconds_or_inf(text: str) -> float | None:
+    """A time limit: >= 0, and ``inf`` for none (``None``)."""
+    value = _number(text)
+    if not value >= 0:  # NaN included
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0 or inf, got {text!r}")
+    return None if value == math.inf else value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"expected a port number (1-65535), got {text!r}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -274,21 +327,21 @@ def _parser() -> argparse.ArgumentParser:
         )
         p.add_argument(
             "--max-restarts",
-            type=int,
+            type=_count,
             default=5,
             metavar="N",
             help="give up after N restarts within 60 s (default: 5)",
         )
         p.add_argument(
             "--backoff",
-            type=float,
+            type=_seconds,
             default=0.5,
             metavar="SECONDS",
             help="first restart delay, doubled for each restart within 60 s (default: 0.5)",
         )
         p.add_argument(
             "--timeout",
-            type=float,
+            type=_seconds,
             default=5.0,
             metavar="SECONDS",
             help="grace period between SIGTERM and SIGKILL at shutdown (default: 5)",
@@ -303,10 +356,10 @@ def _parser() -> argparse.ArgumentParser:
         )
         p.add_argument(
             "--ready-timeout",
-            type=float,
+            type=_seconds_or_inf,
             default=None,
             metavar="SECONDS",
-            help="fail a service that is not ready in time (default: wait)",
+            help="fail a service that is not ready in time (default: inf, wait)",
         )
         p.add_argument(
             "--backend", choices=BACKENDS, default="asyncio", help="event loop (default: asyncio)"
@@ -328,7 +381,7 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument(
         "-p",
         "--port",
-        type=int,
+        type=_port,
         help="base of $PORT: each process gets PORT=base+100*index (default: $PORT or 5000)",
     )
     running(start)
@@ -423,9 +476,9 @@ def _plan_start(args: argparse.Namespace) -> tuple[list[ServiceSpec], str]:
     if base is None:
         text = dotenv.get("PORT", os.environ.get("PORT", "5000"))
         try:
-            base = int(text)
-        except ValueError:
-            raise UsageError(f"PORT={text!r} is not a number") from None
+            base = _port(text)
+        except argparse.ArgumentTypeError:
+            raise UsageError(f"PORT={text!r} is not a port number (1-65535)") from None
     specs = []
     for index, entry in enumerate(procfile.processes):
         if args.services and entry.name not in args.services:
@@ -543,8 +596,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             specs = _plan_run(args)
             stop_on_exit, stop_on_failure = args.kill_others, args.kill_others_on_fail
-        if min(args.timeout, args.max_restarts, args.backoff) < 0:
-            raise UsageError("--timeout, --max-restarts and --backoff must not be negative")
         opts = Options(
             backend=args.backend,
             restart=Restart(args.restart),
@@ -558,7 +609,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             stop_on_failure=stop_on_failure,
         )
         printer = Printer([s.name for s in specs], color=opts.color, stream=sys.stdout)
-        # The "stopped: signal: 9 (SIGKILL)" line already reports an escalation.
+        # The "stopped: ...; escalated to SIGKILL" line (ServiceEvent.escalated) already
+        # reports an escalation, with a hint; the warning would repeat it as a traceback.
         warnings.filterwarnings("ignore", r".*was still running", RuntimeWarning)
         return _run_async(opts.backend, supervise, specs, opts, printer)
     except (ConfigError, UsageError) as exc:

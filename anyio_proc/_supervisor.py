@@ -32,6 +32,10 @@ from anyio import TASK_STATUS_IGNORED
 from ._streams import PipeReceiveStream
 from ._waiters import set_blocking
 
+if sys.version_info < (3, 11):
+    # A dependency on 3.10 only, so it may be missing where the type checker runs.
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found, unused-ignore]
+
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
     from types import TracebackType
@@ -81,9 +85,10 @@ class Backoff:
     jitter: float = 0.1
 
     def __post_init__(self) -> None:
+        # Written so that NaN, which fails every comparison, fails each check too.
         if not (0 <= self.initial <= self.max < math.inf):
             raise ValueError("Backoff needs 0 <= initial <= max < inf")
-        if self.factor < 1:
+        if not self.factor >= 1:
             raise ValueError("Backoff factor must be >= 1")
         if not 0 <= self.jitter <= 1:
             raise ValueError("Backoff jitter must be between 0 and 1")
@@ -105,6 +110,16 @@ class ReadyLine:
     pattern: str | re.Pattern[str]
     stream: Literal["stdout", "stderr"] | None = None
 
+    def __post_init__(self) -> None:
+        if self.stream not in (None, "stdout", "stderr"):
+            raise ValueError(
+                f"ReadyLine stream must be 'stdout', 'stderr' or None, not {self.stream!r}"
+            )
+        try:
+            self.compiled()  # a bad regular expression fails here, not in start()
+        except re.error as exc:
+            raise ValueError(f"ReadyLine: bad regular expression {self.pattern!r}: {exc}") from exc
+
     def compiled(self) -> re.Pattern[str]:
         return re.compile(self.pattern) if isinstance(self.pattern, str) else self.pattern
 
@@ -118,6 +133,14 @@ class ReadyPort:
 
     port: int
     host: str = "127.0.0.1"
+
+    def __post_init__(self) -> None:
+        # Checked here: a bad port would otherwise fail inside the supervisor's polling task
+        # (OverflowError from the socket layer), not where the mistake is.
+        if isinstance(self.port, bool) or not isinstance(self.port, int):
+            raise TypeError(f"ReadyPort port must be an int, not {type(self.port).__name__}")
+        if not 0 < self.port < 65536:
+            raise ValueError(f"ReadyPort port {self.port} is out of range (1-65535)")
 
 
 ReadyCheck = ReadyLine | ReadyPort
@@ -138,7 +161,10 @@ EventKind = Literal["spawned", "ready", "exited", "restarting", "stopping", "fai
 class ServiceEvent:
     """Something that happened to a service, for logs and progress displays.
 
-    ``exited`` carries the ``status`` and whether the supervisor ``stopped`` it;
+    ``exited`` carries the ``status``, whether the supervisor ``stopped`` it, and whether
+    its exit policy ``escalated`` to SIGKILL (the process, or something left in its process
+    group or tree, outlived the shutdown signal's grace period; the status alone does not
+    tell, as the leader of a group may have obeyed the signal while a member did not);
     ``restarting`` the ``delay`` before the next start; ``spawned`` the ``pid``.
     """
 
@@ -149,14 +175,20 @@ class ServiceEvent:
     stopped: bool = False
     delay: float | None = None
     message: str = ""
+    escalated: bool = False
 
     def __str__(self) -> str:
         if self.kind == "spawned":
             return f"started with pid {self.pid}"
         if self.kind == "exited":
-            return f"{'stopped' if self.stopped else 'exited'}: {self.status}"
-        if self.kind == "restarting":
-            return f"restarting in {self.delay:.2f} s"
+            text = f"{'stopped' if self.stopped else 'exited'}: {self.status}"
+            if self.escalated:
+                text += "; escalated to SIGKILL after the grace period"
+            return text
+        if self.kind == "restarting" and self.delay is not None:
+            # Past a day, %g: a huge backoff is a number, not a line of digits.
+            delay = f"{self.delay:.2f}" if self.delay < 86400 else f"{self.delay:.3g}"
+            return f"restarting in {delay} s"
         return self.message or self.kind
 
 
@@ -243,11 +275,17 @@ class Service:
         self.failure: ServiceFailed | None = None
         self._run: _Run | None = None
         self._started = False
+        # Set once start() has returned the service to its caller: from then on it is in
+        # the supervisor's list and the ordered shutdown will stop it.
+        self._handed_over = False
         self._ended = anyio.Event()
 
     @property
     def child(self) -> Child | None:
-        """The current process, while one runs."""
+        """The current process, while one runs (a restart makes a new one).
+
+        Its piped stdin, if any, is the user's: the supervisor's own waits leave it open.
+        """
         run = self._run
         return None if run is None or run.closed.is_set() else run.child
 
@@ -317,7 +355,9 @@ class Service:
                 if not self._started and await self._wait_ready(run, deadline):
                     self._started = True
                     task_status.started(self)
-                await run.child.wait()
+                # Not a plain wait(): that closes our end of the child's stdin, which is the
+                # user's to close (a piped stdin would see end-of-file at once).
+                await run.child.wait(close_stdin=False)
             finally:
                 await self._end_run(run)
             status = self.status
@@ -427,7 +467,7 @@ class Service:
             async with anyio.create_task_group() as race:
 
                 async def exited() -> None:
-                    await run.child.wait()
+                    await run.child.wait(close_stdin=False)  # stdin is the user's
                     race.cancel_scope.cancel()
 
                 race.start_soon(exited)
@@ -443,9 +483,12 @@ class Service:
     async def _end_run(self, run: _Run) -> None:
         """Close the run's process and drain its output; shielded, bounded in time."""
         with anyio.CancelScope(shield=True):
-            if self._started and run.child.returncode is None and not run.closing:
+            if self._handed_over and run.child.returncode is None and not run.closing:
                 # Cancelled while running: the supervisor stops services one by one in
                 # reverse start order; this one's turn comes after those started later.
+                # Not before start() has returned it, though: a start() cancelled just as
+                # the service became ready waits for this task (anyio's TaskGroup.start), and
+                # drops the service from the list, so that turn would never come.
                 await run.closed.wait()
             await self._close_run(run)
             run.check_scope.cancel()
@@ -466,12 +509,20 @@ class Service:
                 if stopped:
                     self._sup._event(ServiceEvent(self.name, "stopping", pid=run.child.pid))
                 await run.child.aclose()
-                status = await run.child.wait()
+                status = await run.child.wait(close_stdin=False)
         finally:
             run.closed.set()
         self.status = status
         self.stopped = stopped
-        self._sup._event(ServiceEvent(self.name, "exited", status=status, stopped=stopped))
+        self._sup._event(
+            ServiceEvent(
+                self.name,
+                "exited",
+                status=status,
+                stopped=stopped,
+                escalated=run.child.escalated,
+            )
+        )
 
     def _restart_delay(self, status: ExitStatus, recent: deque[float]) -> float | None:
         """The delay before restarting, ``None`` for no restart; ServiceFailed past the limit."""
@@ -507,8 +558,20 @@ class Supervisor:
     grandchild may keep the pipe open). ``clock``, ``sleep`` and ``rng`` are what the
     restart logic uses for the window, the backoff delay and the jitter; tests replace them.
 
+    **Errors out of the block**, after every service has been stopped: what the body
+    raised comes out as it was raised (``ServiceFailed`` from :meth:`start`, ``ValueError``,
+    ``KeyboardInterrupt``, a cancellation...). A service that gives up (or a callback that
+    raises) cancels the body and comes out bare too: its :class:`ServiceFailed` (or the
+    callback's exception); when several do, the first one. Only when the body raised
+    something other than a cancellation *and* a service gave up (or a callback raised) as
+    well do the two come out together, in a :class:`BaseExceptionGroup` (an
+    :class:`ExceptionGroup` when both are :class:`Exception`), the body's first; an
+    ``except* ServiceFailed`` catches a ServiceFailed in every case.
+
     **Cancellation:** leaving the block by cancellation, like any other way, stops every
     service (shielded, bounded by their shutdown timeouts) before the exception propagates.
+    A service that gave up in the meantime is not dropped for it: its ServiceFailed comes
+    out instead of the cancellation, as an error from a task does out of a task group.
     """
 
     def __init__(
@@ -521,6 +584,8 @@ class Supervisor:
         sleep: Callable[[float], Awaitable[object]] = anyio.sleep,
         rng: _random.Random | None = None,
     ) -> None:
+        if not drain_timeout >= 0:  # NaN included
+            raise ValueError(f"drain_timeout must be >= 0, not {drain_timeout}")
         self._on_output = on_output
         self._on_event = on_event
         self._drain_timeout = drain_timeout
@@ -556,7 +621,8 @@ class Supervisor:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        assert self._tg is not None
+        tg = self._tg
+        assert tg is not None
         self._closing = True
         try:
             with anyio.CancelScope(shield=True):
@@ -564,11 +630,40 @@ class Supervisor:
         finally:
             # Wakes services sleeping before a restart or polling a port; those with a
             # process have been stopped above, so this cancels nothing that runs.
-            self._tg.cancel_scope.cancel()
-            suppress = await self._tg.__aexit__(exc_type, exc, tb)
-        if self._failure is not None:
-            raise self._failure
-        return suppress
+            tg.cancel_scope.cancel()
+            cancelled = anyio.get_cancelled_exc_class()
+            suppress: bool | None = False
+            if isinstance(exc, cancelled):
+                # Only the task group tells its own cancellation (a service gave up: it is
+                # swallowed) from an outer scope's (propagated).
+                try:
+                    suppress = await tg.__aexit__(exc_type, exc, tb)
+                except cancelled:
+                    if self._failure is None:
+                        raise
+                    # An error is not dropped for a cancellation (nor is it by anyio's
+                    # task groups): the failure is raised below instead.
+            else:
+                # What else the body raised is not handed to the task group, which would
+                # wrap it in an ExceptionGroup: it comes out as raised (the rule is in the
+                # class docstring). The task group exits at its own nesting level (no
+                # shield can wrap it), so an outer cancellation may land here, once every
+                # task has ended: it gives way to the body's exception, or to a failure.
+                try:
+                    await tg.__aexit__(None, None, None)
+                except cancelled:
+                    if exc is None and self._failure is None:
+                        raise
+        failure = self._failure
+        if failure is None:
+            return suppress
+        if exc is None or isinstance(exc, cancelled):
+            raise failure
+        # Two independent errors: the body's and a service's (or a callback's).
+        group = BaseExceptionGroup(
+            "the body and a service of the Supervisor failed", [exc, failure]
+        )
+        raise group from None  # the body's exception is in it: no "during handling" repeat
 
     async def _stop_all(self) -> None:
         # One at a time, latest first, re-reading the list each time: a service may have
@@ -619,8 +714,13 @@ class Supervisor:
             raise ValueError("a service needs a name")
         if any(s.name == name for s in self._services):
             raise ValueError(f"a service named {name!r} already exists")
+        if isinstance(max_restarts, bool) or not isinstance(max_restarts, int):
+            raise TypeError(f"max_restarts must be an int, not {type(max_restarts).__name__}")
+        # Written so that NaN, which fails every comparison, fails each check too.
         if max_restarts < 0 or not restart_window > 0:
             raise ValueError("max_restarts must be >= 0 and restart_window > 0")
+        if ready_timeout is not None and not ready_timeout >= 0:
+            raise ValueError(f"ready_timeout must be None or >= 0, not {ready_timeout}")
         service = Service(
             self,
             name,
@@ -639,6 +739,7 @@ class Supervisor:
         except BaseException:
             self._services.remove(service)
             raise
+        service._handed_over = True  # no checkpoint since start() returned: see _end_run
         return service
 
     async def wait(self) -> None:
@@ -652,13 +753,15 @@ class Supervisor:
     # -- what services report -------------------------------------------------------------
 
     def _output(self, record: OutputLine) -> None:
-        if self._on_output is None:
-            out = sys.stdout if record.stream == "stdout" else sys.stderr
-            print(record.line, file=out, flush=True)
-            return
         try:
-            self._on_output(record)
+            if self._on_output is None:
+                out = sys.stdout if record.stream == "stdout" else sys.stderr
+                print(record.line, file=out, flush=True)
+            else:
+                self._on_output(record)
         except Exception as exc:
+            # Our own copy to stdout fails like a callback (a closed stdout, a full disk):
+            # raised from the reading task, it would come out wrapped in task groups.
             self._fail(exc)
 
     def _event(self, event: ServiceEvent) -> None:

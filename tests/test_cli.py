@@ -22,7 +22,7 @@ import anyio
 import pytest
 
 from anyio_proc import Command, Output, Stdio, spawn
-from anyio_proc._cli import main, shell_line
+from anyio_proc._cli import _parser, main, shell_line
 
 from .helpers import PY, alive
 
@@ -442,3 +442,86 @@ async def test_missing_backend_is_a_one_line_error(tmp_path: Path, backend: str)
 )
 def test_simple_lines_are_run_with_exec(line: str, execs: bool) -> None:
     assert shell_line(line) == (f"exec {line}" if execs else line)
+
+
+# -- numbers on the command line ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        *[("--timeout", v) for v in ("inf", "nan", "-1", "-inf", "5s", "")],
+        *[("--backoff", v) for v in ("inf", "nan", "-0.5", "soon")],
+        *[("--ready-timeout", v) for v in ("nan", "-1", "-inf", "x")],
+        *[("--max-restarts", v) for v in ("-1", "1.5", "nan", "inf", "many")],
+        *[("-p", v) for v in ("0", "-5", "65536", "99999999999", "1e3", "http")],
+    ],
+)
+def test_bad_numbers_are_usage_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, value: str
+) -> None:
+    # Checked while parsing, so nothing starts: 'inf' and 'nan' used to reach Command or
+    # Backoff (a traceback), a NaN ready timeout the supervisor (a traceback from a task),
+    # and '-p 0' or a negative port was passed on as $PORT.
+    path = procfile(tmp_path, "#@ready a=re:never\na: true\n")
+    with pytest.raises(SystemExit) as info:
+        main(["start", "-f", path, f"{option}={value}"])
+    captured = capsys.readouterr()
+    assert info.value.code == 2
+    assert captured.out == ""
+    assert "Traceback" not in captured.err
+    last = captured.err.splitlines()[-1]
+    assert last.startswith(f"anyio-proc start: error: argument {option}"), captured.err
+    assert repr(value) in last
+
+
+def test_numbers_at_the_edges_are_accepted() -> None:
+    parser = _parser()
+    args = parser.parse_args(
+        ["run", "--timeout", "1e300", "--backoff", "0", "--ready-timeout", "inf",
+         "--max-restarts", str(10**30), "true"]
+    )  # fmt: skip
+    assert args.timeout == 1e300
+    assert args.ready_timeout is None  # inf: wait for readiness as long as it takes
+    assert args.max_restarts == 10**30
+    assert parser.parse_args(["start", "-p", "65535"]).port == 65535
+
+
+async def test_escalation_to_sigkill_is_reported(tmp_path: Path) -> None:
+    # The service's shell leads its group; the leader dies of SIGTERM but a member it started
+    # ignores it, so the status alone ("signal: 15") would hide that SIGKILL was needed.
+    stubborn = "trap '' TERM; sleep 60 & trap - TERM; echo up $!; exec sleep 60"
+    path = procfile(tmp_path, f"#@ready stubborn=re:^up\nstubborn: {stubborn}\ndone: true\n")
+    out = await run_piped(["start", "-f", path, "--timeout", "0.2"])
+    text = out.stdout.decode()
+    assert out.status == 0, text + out.stderr.decode()
+    assert re.search(
+        r"stubborn +\* stopped: signal: 15 \(SIGTERM\); escalated to SIGKILL after the grace "
+        r"period \(--timeout gives it longer\)$",
+        text,
+        re.MULTILINE,
+    ), text
+    assert not re.search(r"done +\* .*escalated", text)
+    member = int(re.search(r"stubborn +\| up (\d+)", text).group(1))  # type: ignore[union-attr]
+    assert not alive(member)
+    assert out.stderr == b""
+
+
+@pytest.mark.parametrize(
+    ("procfile_text", "flags"),
+    [
+        # Exits 0 before printing its ready line.
+        ("#@ready a=re:never\na: true\n", []),
+        # Exits 0 every time, restarted until it gives up.
+        ("a: true\n", ["--restart", "always", "--max-restarts", "1", "--backoff", "0"]),
+    ],
+    ids=["not-ready", "gave-up"],
+)
+async def test_a_service_failure_is_never_exit_code_0(
+    tmp_path: Path, procfile_text: str, flags: list[str]
+) -> None:
+    # The exit code was that of the last run: 0 here, so a failed start looked like success.
+    out = await run_piped(["start", "-f", procfile(tmp_path, procfile_text), *flags])
+    text = out.stdout.decode()
+    assert re.search(r"a +\* failed: ", text), text
+    assert out.status == 1, text

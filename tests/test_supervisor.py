@@ -11,6 +11,9 @@ import os
 import random
 import signal
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import anyio
@@ -29,7 +32,11 @@ from anyio_proc import (
     Supervisor,
 )
 
-from .helpers import PY, alive
+from .helpers import PY, alive, group_members
+
+if sys.version_info < (3, 11):
+    # A dependency on 3.10 only, so it may be missing where the type checker runs.
+    from exceptiongroup import ExceptionGroup  # type: ignore[import-not-found, unused-ignore]
 
 FOREVER = "import time\nwhile True: time.sleep(3600)"
 
@@ -367,6 +374,47 @@ async def test_cancelled_while_waiting_for_readiness() -> None:
     assert not any(alive(pid) for pid in rec.pids())
 
 
+async def test_start_cancelled_just_as_the_service_is_ready() -> None:
+    # Cancelled before start() could return the service (no ready check: it is ready as soon
+    # as it exists): anyio's TaskGroup.start() then waits for the service's task, which used
+    # to wait in turn for its place in the ordered shutdown, which never came. A hang.
+    rec = Recorder()
+    scope = anyio.CancelScope()
+
+    def on_event(event: ServiceEvent) -> None:
+        rec.events.append(event)
+        if event.service == "quick" and event.kind == "spawned":
+            scope.cancel()
+
+    with anyio.fail_after(20):
+        async with Supervisor(on_output=rec.lines.append, on_event=on_event) as sup:
+            await sup.start("base", forever())
+            with scope:
+                await sup.start("quick", forever())
+            assert scope.cancelled_caught
+            assert [s.name for s in sup.services] == ["base"]
+            # The one being started is stopped at once; the supervisor carries on.
+            assert rec.kinds("stopping") == [("quick", "stopping")]
+            assert (await (await sup.start("later", exits(0))).wait()).success
+    assert rec.kinds("stopping") == [("quick", "stopping"), ("base", "stopping")]
+    assert not any(alive(pid) for pid in rec.pids())
+
+
+async def test_callback_raising_while_a_service_starts() -> None:
+    # The same race through the supervisor's own cancellation: used to hang as well.
+    def on_event(event: ServiceEvent) -> None:
+        if event.service == "b" and event.kind == "spawned":
+            raise LookupError("callback failed")
+
+    pids: list[int] = []
+    with anyio.fail_after(20), pytest.raises(LookupError, match="callback failed"):
+        async with Supervisor(on_event=on_event) as sup:
+            pids.append((await sup.start("a", forever())).pid or 0)
+            await sup.start("b", forever())
+            await anyio.sleep_forever()
+    assert not any(alive(pid) for pid in pids)
+
+
 async def test_shutdown_output_is_not_lost() -> None:
     code = (
         "import signal, sys, time\n"
@@ -445,3 +493,311 @@ async def test_a_grandchild_holding_the_pipe_does_not_hold_up_the_service() -> N
             grandchild = int(lines[0].line)
         if grandchild is not None:
             os.kill(grandchild, signal.SIGKILL)
+
+
+# -- piped stdin: the supervisor's own waits leave it to the user --------------------------
+
+
+async def test_piped_stdin_stays_open_and_reaches_the_service() -> None:
+    # The supervisor watches the process with wait(); a plain wait() closes our end of
+    # stdin, and cat would see end-of-file and exit 0 at once.
+    rec = Recorder()
+    echoed = anyio.Event()
+
+    def on_output(line: OutputLine) -> None:
+        rec.lines.append(line)
+        if line.line == "hello":
+            echoed.set()
+
+    async with Supervisor(on_output=on_output, on_event=rec.events.append) as sup:
+        service = await sup.start("cat", Command("cat").stdin_piped())
+        child = service.child  # how a user reaches a service's process, and its stdin
+        assert child is not None
+        assert child.stdin is not None
+        await child.stdin.send(b"hello\n")
+        with anyio.fail_after(10):
+            await echoed.wait()
+        assert service.child is child
+        assert child.returncode is None
+        await child.stdin.aclose()  # the user's to close: now cat ends by itself
+        status = await service.wait()
+    assert status.success
+    assert not service.stopped
+    assert rec.kinds("stopping") == []
+
+
+async def test_piped_stdin_stays_open_while_waiting_for_readiness() -> None:
+    # The readiness wait races the process's exit with wait() too; the service prints its
+    # ready line only after start() has returned, and then needs its stdin.
+    code = (
+        "import sys\nprint('ready', flush=True)\n"
+        "print('got', sys.stdin.readline().strip() or 'EOF', flush=True)\n" + FOREVER
+    )
+    got = anyio.Event()
+    lines: list[OutputLine] = []
+
+    def on_output(line: OutputLine) -> None:
+        lines.append(line)
+        if line.line.startswith("got"):
+            got.set()
+
+    async with Supervisor(on_output=on_output) as sup:
+        service = await sup.start("reader", pycmd(code).stdin_piped(), ready=ReadyLine("ready"))
+        assert service.child is not None
+        assert service.child.stdin is not None
+        await service.child.stdin.send(b"line\n")
+        with anyio.fail_after(10):
+            await got.wait()
+    assert OutputLine("reader", "stdout", "got line") in lines
+    assert service.stopped
+
+
+# -- what comes out of the block ------------------------------------------------------------
+
+
+async def test_body_exception_comes_out_bare_after_stopping_everything() -> None:
+    rec = Recorder()
+    with pytest.raises(ValueError, match="from the body") as info:
+        async with rec.supervisor() as sup:
+            await sup.start("a", forever())
+            raise ValueError("from the body")
+    assert type(info.value) is ValueError
+    assert rec.kinds("stopping") == [("a", "stopping")]
+    assert not any(alive(pid) for pid in rec.pids())
+
+
+async def test_service_failed_from_start_comes_out_bare() -> None:
+    rec = Recorder()
+    with pytest.raises(ServiceFailed, match="before it was ready") as info:
+        async with rec.supervisor() as sup:
+            await sup.start("a", forever())
+            await sup.start("early", exits(2), ready=ReadyLine("never printed"))
+    assert type(info.value) is ServiceFailed
+    assert info.value.service == "early"
+    assert rec.kinds("stopping") == [("a", "stopping")]
+    assert not any(alive(pid) for pid in rec.pids())
+
+
+async def test_keyboard_interrupt_in_the_body_comes_out_bare() -> None:
+    rec = Recorder()
+    with pytest.raises(KeyboardInterrupt) as info:
+        async with rec.supervisor() as sup:
+            await sup.start("a", forever())
+            raise KeyboardInterrupt
+    assert type(info.value) is KeyboardInterrupt
+    assert rec.kinds("stopping") == [("a", "stopping")]
+    assert not any(alive(pid) for pid in rec.pids())
+
+
+async def test_give_up_during_the_body_is_the_same_bare_type() -> None:
+    rec = Recorder()
+    rec.advance_on_sleep = False
+    with pytest.raises(ServiceFailed, match="gave up") as info:
+        async with rec.supervisor() as sup:
+            await sup.start("loop", exits(0), restart="always", max_restarts=1)
+            await anyio.sleep_forever()
+    assert type(info.value) is ServiceFailed
+    assert info.value.service == "loop"
+
+
+async def test_body_exception_and_a_give_up_at_once_come_out_together() -> None:
+    rec = Recorder()
+    rec.advance_on_sleep = False
+    gave_up = anyio.Event()
+
+    def on_event(event: ServiceEvent) -> None:
+        rec.events.append(event)
+        if event.kind == "failed":
+            gave_up.set()
+
+    supervisor = Supervisor(on_event=on_event, sleep=rec.sleep, clock=rec.clock)
+    with pytest.raises(ExceptionGroup) as info:
+        async with supervisor as sup:
+            await sup.start("other", forever())
+            await sup.start("loop", exits(0), restart="always", max_restarts=1)
+            # Shielded: the body is not cancelled by the give-up, and fails by itself.
+            with anyio.CancelScope(shield=True):
+                await gave_up.wait()
+                raise ValueError("from the body")
+    body, failure = info.value.exceptions
+    assert isinstance(body, ValueError)
+    assert isinstance(failure, ServiceFailed)
+    assert failure.service == "loop"
+    assert ("other", "stopping") in rec.kinds("stopping")
+    assert not any(alive(pid) for pid in rec.pids())
+
+
+async def test_outer_cancellation_and_a_give_up_at_once_keep_the_failure() -> None:
+    rec = Recorder()
+    rec.advance_on_sleep = False
+    scope = anyio.CancelScope()
+
+    def on_event(event: ServiceEvent) -> None:
+        rec.events.append(event)
+        if event.kind == "failed":
+            scope.cancel()  # the caller's timeout strikes just as the service gives up
+
+    supervisor = Supervisor(on_event=on_event, sleep=rec.sleep, clock=rec.clock)
+    with pytest.raises(ServiceFailed, match="gave up"), scope:
+        async with supervisor as sup:
+            await sup.start("other", forever())
+            await sup.start("loop", exits(0), restart="always", max_restarts=1)
+            await anyio.sleep_forever()
+    assert not any(alive(pid) for pid in rec.pids())
+
+
+async def test_outer_cancellation_alone_stays_a_cancellation() -> None:
+    with anyio.CancelScope() as scope:
+        async with Supervisor() as sup:
+            await sup.start("a", forever())
+            scope.cancel()
+            await anyio.sleep_forever()
+    assert scope.cancelled_caught
+    with anyio.move_on_after(0.05) as timer:  # a plain cancellation of the body, by a timeout
+        async with Supervisor() as sup:
+            await sup.start("a", forever())
+            await anyio.sleep_forever()
+    assert timer.cancelled_caught
+
+
+async def test_own_stdout_failing_is_a_bare_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without on_output, a ReadyLine service's lines are copied to our stdout; a failure to
+    # write there stops everything like a raising callback, not as nested ExceptionGroups.
+    closed = open(os.devnull, "w")  # noqa: SIM115
+    closed.close()
+    monkeypatch.setattr("sys.stdout", closed)
+    with pytest.raises(ValueError, match="closed file"):
+        async with Supervisor() as sup:
+            await sup.start("s", forever("ready"), ready=ReadyLine("ready"), ready_timeout=10)
+            await anyio.sleep_forever()
+
+
+# -- bad values are refused where they are given ---------------------------------------------
+
+
+async def test_bad_numbers_are_refused_before_anything_runs() -> None:
+    for port in (0, -1, 70000):
+        with pytest.raises(ValueError, match="out of range"):
+            ReadyPort(port)
+    with pytest.raises(TypeError):
+        ReadyPort("80")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        ReadyLine("(")
+    with pytest.raises(ValueError):
+        ReadyLine("x", stream="both")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="factor"):
+        Backoff(factor=float("nan"))
+    with pytest.raises(ValueError, match="drain_timeout"):
+        Supervisor(drain_timeout=float("nan"))
+    async with Supervisor() as sup:
+        for timeout in (float("nan"), -1.0):
+            with pytest.raises(ValueError, match="ready_timeout"):
+                await sup.start("x", forever(), ready=ReadyLine("up"), ready_timeout=timeout)
+        with pytest.raises(TypeError, match="max_restarts"):
+            await sup.start("x", forever(), max_restarts=float("nan"))  # type: ignore[arg-type]
+        assert sup.services == []
+
+
+# -- escalation --------------------------------------------------------------------------------
+
+
+async def test_exited_event_reports_an_escalation_the_status_does_not_show() -> None:
+    # The group's leader dies of SIGTERM, a member it started ignores it: the status says
+    # SIGTERM, but the exit policy had to SIGKILL the group after the grace period.
+    line = "trap '' TERM; sleep 60 & trap - TERM; echo up $!; exec sleep 60"
+    cmd = Command.shell(line).process_group(0).shutdown(signal.SIGTERM, 0.2)
+    rec = Recorder()
+    with pytest.warns(RuntimeWarning, match="SIGKILL"):
+        async with rec.supervisor() as sup:
+            service = await sup.start("stubborn", cmd, ready=ReadyLine("^up"))
+    (exited,) = [e for e in rec.events if e.kind == "exited"]
+    assert exited.status is not None
+    assert exited.status.signal == signal.SIGTERM
+    assert exited.stopped
+    assert exited.escalated
+    assert str(exited) == (
+        "stopped: signal: 15 (SIGTERM); escalated to SIGKILL after the grace period"
+    )
+    member = int(next(r.line for r in rec.lines if r.line.startswith("up")).split()[1])
+    assert not alive(member)
+    assert service.pid is None
+    assert group_members(rec.pids()[0]) == []
+
+
+async def test_no_escalation_is_reported_for_a_clean_stop() -> None:
+    rec = Recorder()
+    async with rec.supervisor() as sup:
+        await sup.start("calm", forever())
+    (exited,) = [e for e in rec.events if e.kind == "exited"]
+    assert exited.stopped
+    assert not exited.escalated
+    assert "SIGKILL" not in str(exited)
+
+
+def test_restart_delay_reads_as_a_number_even_when_huge() -> None:
+    assert str(ServiceEvent("s", "restarting", delay=0.5)) == "restarting in 0.50 s"
+    # Backoff accepts any finite delay; it used to print as 300 digits.
+    assert str(ServiceEvent("s", "restarting", delay=1e300)) == "restarting in 1e+300 s"
+
+
+# -- a real Ctrl-C, in a fresh interpreter ------------------------------------------------------
+
+CTRL_C_HARNESS = """\
+import sys
+import anyio
+from anyio_proc import Command, Supervisor
+
+backend, use_uvloop = sys.argv[1:3]
+options = {"use_uvloop": True} if use_uvloop == "1" else {}
+
+
+async def main():
+    async with Supervisor() as sup:
+        for name in ("a", "b"):
+            print((await sup.start(name, Command("sleep", "100"))).pid, flush=True)
+        print("ready", flush=True)
+        await anyio.sleep_forever()
+
+
+try:
+    anyio.run(main, backend=backend, backend_options=options)
+except BaseException as exc:
+    print("raised", type(exc).__name__, flush=True)
+"""
+
+
+@pytest.mark.parametrize(
+    ("backend", "use_uvloop"), [("asyncio", "0"), ("asyncio", "1"), ("trio", "0")]
+)
+def test_ctrl_c_comes_out_as_keyboard_interrupt(backend: str, use_uvloop: str) -> None:
+    # Under trio, a Ctrl-C used to come out of the block as a BaseExceptionGroup.
+    argv = [PY, "-X", "dev", "-W", "error", "-c", CTRL_C_HARNESS, backend, use_uvloop]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pids: list[int] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line == "ready\n":
+                break
+            pids.append(int(line))
+        # Once it sleeps in the event loop's wait, not while library code that is not
+        # protected from KeyboardInterrupt runs (see test_cancel); bounded, then sent anyway.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with open(f"/proc/{proc.pid}/wchan") as f:
+                if f.read() == "do_epoll_wait":
+                    break
+            time.sleep(0.001)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        for pid in pids:  # reparented once the harness exits: not ours to reap
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert out.splitlines()[-1] == "raised KeyboardInterrupt", out + err
+    assert "Warning" not in err, err
+    assert len(pids) == 2
+    assert not any(alive(pid) for pid in pids)  # stopped by the block before it returned
