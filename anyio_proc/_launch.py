@@ -9,6 +9,10 @@ not inherit that), any other disposition inherited as POSIX and ``subprocess`` d
 set-up and its error pipe; it cannot change the working directory, ids, umask or run a
 pre-exec hook, so those commands go through ``Popen``; so do all commands on Python 3.11
 and 3.12 while many fds are open (see ``_few_fds_to_close``).
+
+Either way the stdio plan goes through ``_plan_stdio`` first, which makes it safe when the
+parent has free slots among 0-2 (a daemon, ``prog <&-``), where the pipes, terminals and
+files made for the spawn land.
 """
 
 from __future__ import annotations
@@ -18,12 +22,13 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ._tree import on_long_lived_thread, parent_death_pre_exec
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from ._command import StrOrBytesPath, _Spec
 
@@ -34,6 +39,9 @@ STDOUT = subprocess.STDOUT
 #: For each of stdin, stdout, stderr: ``None`` (inherit), ``DEVNULL``, ``STDOUT`` (stderr
 #: only) or an fd of ours to install there.
 StdioTarget = "int | None"
+# In a planned stdio (never given to subprocess): the child must not have this fd open.
+_CLOSED = -100
+_STREAMS = ("stdin", "stdout", "stderr")
 
 _PY311 = sys.version_info >= (3, 11)
 # Only where it is tested: Linux. Elsewhere Popen does everything.
@@ -52,21 +60,85 @@ _RESTORED_SIGNALS = tuple(
 
 
 def launch(spec: _Spec, env: dict[str, str] | None, stdio: tuple[int | None, ...]) -> int:
-    """Start the process; return its pid. Raises the OS error when it cannot start."""
-    if _POSIX_SPAWN and _posix_spawn_can(spec, stdio) and _few_fds_to_close():
-        try:
-            return _posix_spawn(spec, env, stdio)
-        except OSError as exc:
-            # glibc refuses file actions on fds at or above RLIMIT_NOFILE (EBADF) before
-            # creating anything; when the limit was lowered below fds we hold, Popen's
-            # answer (EMFILE, or success) is the one to give.
-            if exc.errno != errno.EBADF:
-                raise
-    return _popen(spec, env, stdio)
+    """Start the process; return its pid. Raises the OS error when it cannot start, and
+    :class:`ValueError` when a ``pass_fds`` entry is also a stdio stream set otherwise."""
+    if spec.new_session and spec.process_group == 0:
+        # setsid() makes the child lead a new group already, and a session leader's
+        # setpgid(0, 0) fails (EPERM): what was asked for is there without it.
+        spec = replace(spec, process_group=None)
+    try:
+        if _POSIX_SPAWN and _posix_spawn_can(spec, stdio) and _few_fds_to_close():
+            try:
+                return _posix_spawn(spec, env, stdio)
+            except OSError as exc:
+                # glibc refuses file actions on fds at or above RLIMIT_NOFILE (EBADF)
+                # before creating anything; when the limit was lowered below fds we hold,
+                # Popen's answer (EMFILE, or success) is the one to give.
+                if exc.errno != errno.EBADF:
+                    raise
+        return _popen(spec, env, stdio)
+    except (PermissionError, subprocess.SubprocessError) as exc:
+        better = _process_group_error(exc, spec)
+        if better is None:
+            raise
+        raise better from None
+
+
+def _process_group_error(exc: Exception, spec: _Spec) -> OSError | None:
+    """The error to give instead of ``exc`` when it is the child's ``setpgid`` failing.
+
+    The child reports only an errno: ``posix_spawn`` blames the program, ``Popen`` on
+    Python 3.11 the working directory, and on 3.10 (where our pre-exec hook calls setpgid,
+    before the user's) the hook. ``EPERM`` with a group asked for is setpgid's when the
+    group is not one the child can join, which the parent can check.
+    """
+    pgid = spec.process_group
+    if not pgid:
+        return None
+    if isinstance(exc, OSError) and exc.errno != errno.EPERM:
+        return None
+    if isinstance(exc, subprocess.SubprocessError) and _PY311:
+        return None  # the user's pre_exec hook raised
+    if spec.new_session:
+        why = f"a new session's leader (new_session()) cannot join process group {pgid}"
+    elif not _group_in_our_session(pgid):
+        why = f"cannot join process group {pgid}: there is none of that number in this session"
+    else:
+        return None  # setpgid can succeed: something else refused
+    strerror = f"{os.strerror(errno.EPERM)} ({why})"
+    return PermissionError(errno.EPERM, strerror, os.fsdecode(spec.program))
+
+
+def _group_in_our_session(pgid: int) -> bool:
+    """Whether process group ``pgid`` exists in our session, as ``setpgid`` requires."""
+    if sys.platform == "win32":
+        return True  # no process groups; nothing to blame
+    ours = os.getsid(0)
+    try:
+        if os.getpgid(pgid) == pgid:  # its leader is alive
+            return os.getsid(pgid) == ours
+    except OSError:
+        pass  # the leader is gone; its group lives on while a member does
+    if sys.platform != "linux":
+        return True  # cannot tell: leave the error as it came
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    stat = f.read()
+            except OSError:
+                continue  # exited meanwhile
+            # After "(comm)": state, ppid, pgrp, session.
+            fields = stat[stat.rfind(b")") + 2 :].split()
+            if int(fields[2]) == pgid:
+                return int(fields[3]) == ours
+    return False
 
 
 def _posix_spawn_can(spec: _Spec, stdio: tuple[int | None, ...]) -> bool:
-    if (
+    """Whether ``posix_spawn`` can apply ``spec``; any ``stdio`` is fine (see
+    ``_plan_stdio``), the argument stays for the callers' symmetry with ``launch``."""
+    return not (
         spec.cwd is not None
         or spec.uid is not None
         or spec.gid is not None
@@ -77,11 +149,7 @@ def _posix_spawn_can(spec: _Spec, stdio: tuple[int | None, ...]) -> bool:
         or spec.pass_fds
         or spec.creation_flags
         or spec.startupinfo is not None
-    ):
-        return False
-    # dup2 actions run in order: a source among 0-2 could already have been replaced by an
-    # earlier action (bpo-32844). Popen untangles such cases; we leave them to it.
-    return all(fd is None or fd < 0 or fd >= 3 or fd == target for target, fd in enumerate(stdio))
+    )
 
 
 def _few_fds_to_close() -> bool:
@@ -117,6 +185,81 @@ def _find_program(program: StrOrBytesPath, env: Any) -> StrOrBytesPath:
     raise OSError(code, os.strerror(code), os.fsdecode(name))
 
 
+def _reaches_child(fd: int, pass_fds: Sequence[int]) -> bool:
+    """Whether the child gets our ``fd`` at the same number when nothing is installed
+    there: open and inheritable, or kept with ``pass_fds``."""
+    if fd in pass_fds:
+        return True
+    try:
+        return os.get_inheritable(fd)
+    except OSError:
+        return False  # closed
+
+
+def _plan_stdio(
+    stdio: tuple[int | None, ...], pass_fds: Sequence[int], terminal: int | None = None
+) -> tuple[tuple[int | None, ...], list[int]]:
+    """``stdio`` made safe to install in any order, and the fds made for it, ours to close
+    once the child exists (or not).
+
+    With a free slot among 0-2 in the parent (a daemon, ``prog <&-``), a pipe, terminal
+    or file for the spawn lands there. At its own target it still needs installing, since
+    our fds are close-on-exec; at another it may be overwritten by an earlier dup2
+    (bpo-32844); so every such source moves to a close-on-exec copy above 2. Left as it
+    is: a source at its target that the child gets anyway (the parent's own stdio passed
+    on), and ``terminal``, which the child opens by name.
+
+    stderr sent to an inherited stdout goes where the child's fd 1 goes: to the parent's
+    fd 1 when the child gets it, else nowhere (``_CLOSED``), never to whatever of ours sits
+    on 1. A ``pass_fds`` entry among 0-2 keeps its number, so it is refused as the target
+    of a stream set otherwise.
+    """
+    if sys.platform == "win32":
+        return stdio, []  # handles, not fd numbers: subprocess maps them
+    for fd in pass_fds:
+        if fd <= 2 and stdio[fd] is not None and stdio[fd] != fd:
+            raise ValueError(
+                f"pass_fds keeps fd {fd} for the child, which is also its {_STREAMS[fd]}, "
+                "set to something else"
+            )
+    sources = list(stdio)
+    if sources[2] == STDOUT and sources[1] is None:
+        sources[2] = 1 if _reaches_child(1, pass_fds) else _CLOSED
+    copies: dict[int, int] = {}
+    try:
+        for target, source in enumerate(sources):
+            if source is None or not 0 <= source <= 2 or source == terminal:
+                continue
+            if source == target and _reaches_child(source, pass_fds):
+                continue
+            if source not in copies:
+                copies[source] = _copy_above_stdio(source)
+            sources[target] = copies[source]
+    except BaseException:
+        for copy in copies.values():
+            os.close(copy)
+        raise
+    return tuple(sources), list(copies.values())
+
+
+if sys.platform == "win32":
+
+    def _copy_above_stdio(fd: int) -> int:
+        raise NotImplementedError  # _plan_stdio leaves Windows' stdio to subprocess
+
+else:
+    import fcntl
+
+    def _copy_above_stdio(fd: int) -> int:
+        """A close-on-exec copy of ``fd`` above 2 (``os.dup`` would take a free slot)."""
+        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
 def _inheritable_fds(keep: int) -> list[int]:
     """Our fds above ``keep`` that would survive exec: what close_fds must close."""
     found = []
@@ -149,37 +292,44 @@ if sys.platform == "linux":
         environ: Any = env if env is not None else getattr(os.environ, "_data", os.environ)
         path = _find_program(spec.program, environ)
         argv = [spec.program if spec.arg0 is None else spec.arg0, *spec.args]
-        actions: list[tuple[Any, ...]] = []
-        first_on_terminal: int | None = None
-        for target, source in enumerate(stdio):
-            if terminal is not None and source == terminal:
-                if first_on_terminal is None:
-                    # glibc runs setsid before the file actions, so this open (without
-                    # O_NOCTTY) makes the terminal the new session's controlling one.
-                    first_on_terminal = target
-                    tty = os.ttyname(terminal)
-                    actions.append((os.POSIX_SPAWN_OPEN, target, tty, os.O_RDWR, 0))
+        stdio, copies = _plan_stdio(stdio, spec.pass_fds, terminal)
+        try:
+            actions: list[tuple[Any, ...]] = []
+            first_on_terminal: int | None = None
+            for target, source in enumerate(stdio):
+                if terminal is not None and source == terminal:
+                    if first_on_terminal is None:
+                        # glibc runs setsid before the file actions, so this open (without
+                        # O_NOCTTY) makes the terminal the new session's controlling one.
+                        first_on_terminal = target
+                        tty = os.ttyname(terminal)
+                        actions.append((os.POSIX_SPAWN_OPEN, target, tty, os.O_RDWR, 0))
+                    else:
+                        actions.append((os.POSIX_SPAWN_DUP2, first_on_terminal, target))
+                elif source is None or source == target:
+                    continue
+                elif source == DEVNULL:
+                    mode = os.O_RDONLY if target == 0 else os.O_WRONLY
+                    actions.append((os.POSIX_SPAWN_OPEN, target, os.devnull, mode, 0))
+                elif source == STDOUT:
+                    actions.append((os.POSIX_SPAWN_DUP2, 1, 2))
+                elif source == _CLOSED:
+                    if _reaches_child(target, ()):
+                        actions.append((os.POSIX_SPAWN_CLOSE, target))
                 else:
-                    actions.append((os.POSIX_SPAWN_DUP2, first_on_terminal, target))
-            elif source is None or source == target:
-                continue
-            elif source == DEVNULL:
-                mode = os.O_RDONLY if target == 0 else os.O_WRONLY
-                actions.append((os.POSIX_SPAWN_OPEN, target, os.devnull, mode, 0))
-            elif source == STDOUT:
-                actions.append((os.POSIX_SPAWN_DUP2, 1, 2))
+                    actions.append((os.POSIX_SPAWN_DUP2, source, target))
+            if _CLOSEFROM is not None:
+                actions.append((_CLOSEFROM, 3))
             else:
-                actions.append((os.POSIX_SPAWN_DUP2, source, target))
-        if _CLOSEFROM is not None:
-            actions.append((_CLOSEFROM, 3))
-        else:
-            actions.extend((os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable_fds(2))
-        kwargs: dict[str, Any] = {"setsigdef": _RESTORED_SIGNALS, "setsigmask": ()}
-        if spec.process_group is not None:
-            kwargs["setpgroup"] = spec.process_group
-        if spec.new_session or terminal is not None:
-            kwargs["setsid"] = True
-        return os.posix_spawn(path, argv, environ, file_actions=actions, **kwargs)
+                actions.extend((os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable_fds(2))
+            kwargs: dict[str, Any] = {"setsigdef": _RESTORED_SIGNALS, "setsigmask": ()}
+            if spec.process_group is not None:
+                kwargs["setpgroup"] = spec.process_group
+            if spec.new_session or terminal is not None:
+                kwargs["setsid"] = True
+            return os.posix_spawn(path, argv, environ, file_actions=actions, **kwargs)
+        finally:
+            _close_all(copies)
 
 else:
 
@@ -203,7 +353,29 @@ def _unblock_signals_then(hook: Callable[[], Any] | None) -> Callable[[], None]:
     return unblock
 
 
+def _closing_then(fds: list[int], hook: Callable[[], Any] | None) -> Callable[[], None]:
+    def close() -> None:
+        for fd in fds:
+            os.close(fd)
+        if hook is not None:
+            hook()
+
+    return close
+
+
 def _popen(spec: _Spec, env: dict[str, str] | None, stdio: tuple[int | None, ...]) -> int:
+    stdio, copies = _plan_stdio(stdio, spec.pass_fds)
+    try:
+        return _popen_planned(spec, env, stdio)
+    finally:
+        _close_all(copies)
+
+
+def _popen_planned(spec: _Spec, env: dict[str, str] | None, stdio: tuple[int | None, ...]) -> int:
+    # Popen cannot close a std fd in the child; a hook does, when the child would get ours.
+    to_close = [target for target, fd in enumerate(stdio) if fd == _CLOSED]
+    to_close = [fd for fd in to_close if _reaches_child(fd, ())]
+    stdio = tuple(None if fd == _CLOSED else fd for fd in stdio)
     kwargs: dict[str, Any] = {
         "stdin": stdio[0],
         "stdout": stdio[1],
@@ -229,6 +401,8 @@ def _popen(spec: _Spec, env: dict[str, str] | None, stdio: tuple[int | None, ...
             umask=-1 if spec.umask is None else spec.umask,
         )
         pre_exec = spec.pre_exec
+        if to_close:
+            pre_exec = _closing_then(to_close, pre_exec)
         pgid = spec.process_group
         if pgid is not None:
             if _PY311:
