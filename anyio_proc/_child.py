@@ -24,13 +24,14 @@ from ._waiters import group_has_members, signal_group
 
 if TYPE_CHECKING:
     import re
+    from collections.abc import Sequence
     from typing import AnyStr
 
     from ._pty import PtyStream
     from ._streams import PipeReceiveStream, PipeSendStream
     from ._waiters import ExitWaiter
 
-__all__ = ["Child"]
+__all__ = ["Child", "shut_down_all", "user_stacklevel"]
 
 logger = logging.getLogger("anyio_proc")
 
@@ -422,35 +423,53 @@ class Child(Process):
         The one place where an exception escaping the policy is handled: whatever it is,
         everything is killed and the child reaped before it propagates.
         """
-        done = self._close_done
-        if done is not None or self._closed:
-            if done is not None and not done.is_set():
-                await self._wait_for_other_closer(done)
-            else:
-                await checkpoint()
-            return False
-        self._closed = True
-        if self._reaped and self._tree is None and not self._leads_group:
+        if not self._closed and self._reaped and self._tree is None and not self._leads_group:
             # Nothing is left to stop (the usual end of a block after wait()); what the
             # shielded shutdown below would do comes down to closing our pipes.
+            self._closed = True
             self._close_streams()
             return False
-        done = self._close_done = anyio.Event()
+        done = self._claim_policy()
+        if done is None:
+            await self._wait_for_policy()
+            return False
         try:
             if self._wait_policy:
                 await self._close_and_wait()
                 return False
             with anyio.CancelScope(shield=True):
-                self._escalated = await self._shut_down()
+                deadline = self._begin_shutdown()
+                if deadline is not None:
+                    self._escalated = await self._finish_shutdown(deadline)
             return self._escalated
         except BaseException:
             self._kill_and_reap_now()
             raise
         finally:
-            self._close_streams()
-            if self._tree is not None:
-                self._tree.close()
-            done.set()
+            self._release_policy(done)
+
+    def _claim_policy(self) -> anyio.Event | None:
+        """Make the caller the one who applies the policy: the event to set when it is done,
+        or None when another caller has it (or had it)."""
+        if self._closed or self._close_done is not None:
+            return None
+        self._closed = True
+        done = self._close_done = anyio.Event()
+        return done
+
+    def _release_policy(self, done: anyio.Event) -> None:
+        self._close_streams()
+        if self._tree is not None:
+            self._tree.close()
+        done.set()
+
+    async def _wait_for_policy(self) -> None:
+        """aclose() by a second caller: return once the first has stopped the child."""
+        done = self._close_done
+        if done is not None and not done.is_set():
+            await self._wait_for_other_closer(done)
+        else:
+            await checkpoint()
 
     async def _wait_for_other_closer(self, done: anyio.Event) -> None:
         """Another task is applying the policy: aclose() promises the child is gone when it
@@ -493,57 +512,61 @@ class Child(Process):
 
         Blocking, but briefly: SIGKILL cannot be caught, so the wait is the time the kernel
         takes to tear the child down. Members of its group and its tree are not ours to reap;
-        they die of the signal and are reaped by their own parents (or init).
+        they die of the signal and are reaped by their own parents (or init). A second
+        interrupt meanwhile (Ctrl-C pressed twice) does not stop the job half done: the
+        first is already on its way out, and the steps are safe to repeat.
         """
         if self._reaped:
             return
         self._escalated = True
-        try:
-            self._deliver(_SIGKILL)
-        finally:
-            self._reap_blocking()
+        deadline = time.monotonic() + _GROUP_KILL_GRACE
+        while True:
+            try:
+                self._deliver(_SIGKILL)
+                self._reap_blocking()
+                return
+            except Exception:
+                raise
+            except BaseException:
+                # Raised by a signal handler; give up only on a child that will not die.
+                if time.monotonic() >= deadline:
+                    raise
 
     def _reap_blocking(self) -> None:
-        """Reap the child (it has been SIGKILLed), blocking; a second interrupt is held back
-        until the reap is done, unless the child takes longer than the kill grace."""
+        """Reap the child, which has been sent SIGKILL, blocking until it is gone."""
         waiter = self._waiter
         if self._reaped or waiter is None:
             return
         try:
             waiter.poll(reap=False)  # the waiter knows whether the pid is still ours
+            _, raw = os.waitpid(self._pid, 0)
         except ChildProcessError:
-            self._record(ExitStatus.unknown(args=self._args), reaped=True)
-            return
-        deadline = time.monotonic() + _GROUP_KILL_GRACE
-        while not self._reaped:
-            try:
-                _, raw = os.waitpid(self._pid, 0)
-            except ChildProcessError:
-                raw = None
-            except BaseException:
-                if time.monotonic() < deadline:
-                    continue  # a second Ctrl-C: the first is already on its way out
-                raise
-            if self._status is None:
-                status = (
-                    ExitStatus.unknown(args=self._args)
-                    if raw is None
-                    else ExitStatus(os.waitstatus_to_exitcode(raw), args=self._args)
-                )
-                self._record(status, reaped=True)
-            else:
-                self._set_reaped()
+            raw = None
+        if self._status is None:
+            status = (
+                ExitStatus.unknown(args=self._args)
+                if raw is None
+                else ExitStatus(os.waitstatus_to_exitcode(raw), args=self._args)
+            )
+            self._record(status, reaped=True)
+        else:
+            self._set_reaped()
 
-    async def _shut_down(self) -> bool:
-        """Signal, wait, escalate and reap; return True if SIGKILL was needed."""
+    def _begin_shutdown(self) -> float | None:
+        """Close stdin and send the shutdown signal; return the end of the grace period,
+        or None when nothing is left running (the child is then reaped)."""
         if self._stdin is not None:
             self._stdin._close()
         if not self._still_running():
             self._reap_zombie()
-            return False
-        sig = self._shutdown_signal
-        self._deliver(sig)
-        with anyio.move_on_after(self._shutdown_timeout) as scope:
+            return None
+        self._deliver(self._shutdown_signal)
+        return anyio.current_time() + self._shutdown_timeout
+
+    async def _finish_shutdown(self, deadline: float) -> bool:
+        """Wait until ``deadline`` for everything to be gone, then SIGKILL what is left;
+        reap. True if SIGKILL was needed."""
+        with anyio.CancelScope(deadline=deadline) as scope:
             await self._wait_all_gone()
         escalated = scope.cancelled_caught
         if escalated:
@@ -637,9 +660,10 @@ class Child(Process):
         if waiter is None:
             return
         self._waiter = None
-        if self._owner_pid != os.getpid():
+        if getattr(self, "_owner_pid", None) != os.getpid():
             # Collected in a forked copy of the program: the process is not our child, and
-            # the copy must neither kill nor reap it. Just drop our descriptors.
+            # the copy must neither kill nor reap it. Or __init__ was interrupted (Ctrl-C):
+            # start_child has killed and reaped it. Just drop our descriptors.
             waiter.close()
             return
         try:
@@ -669,3 +693,37 @@ class Child(Process):
                 raise
             # At interpreter shutdown a warning filter or formatter may need a module that
             # is already torn down; a traceback there would only be noise.
+
+
+async def shut_down_all(children: Sequence[Child]) -> list[Child]:
+    """The exit policy of several children at once (a pipeline's stages), in this task.
+
+    Each is signalled first, then each is waited for until its own grace period ends, so
+    the whole takes the longest timeout, not their sum. It runs in the caller's task, not in
+    a task group, so an interrupt reaches it directly: then every child is SIGKILLed and
+    reaped before the exception propagates. Returns the children it had to SIGKILL.
+
+    **Cancellation:** shielded, as :meth:`Child.aclose`.
+    """
+    claimed = [(child, done) for child in children if (done := child._claim_policy()) is not None]
+    escalated: list[Child] = []
+    try:
+        with anyio.CancelScope(shield=True):
+            deadlines = [(child, child._begin_shutdown()) for child, _ in claimed]
+            for child, deadline in deadlines:
+                if deadline is not None:
+                    child._escalated = await child._finish_shutdown(deadline)
+                    if child._escalated:
+                        escalated.append(child)
+            ours = {id(child) for child, _ in claimed}
+            for child in children:
+                if id(child) not in ours:
+                    await child._wait_for_policy()  # another task is closing it
+    except BaseException:
+        for child in children:
+            child._kill_and_reap_now()
+        raise
+    finally:
+        for child, done in claimed:
+            child._release_policy(done)
+    return escalated

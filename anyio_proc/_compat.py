@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import warnings
+from contextlib import contextmanager
 from typing import IO, TYPE_CHECKING, Any
 
 import anyio
@@ -23,11 +24,15 @@ from ._spawn import start_child
 from ._status import ProcessFailed
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+    from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 
     from anyio.abc import TaskStatus
 
     from ._child import Child
+
+if sys.version_info < (3, 11):
+    # anyio's dependency on 3.10; possibly missing where the type checker runs.
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found, unused-ignore]
 
 __all__ = ["open_process", "run_process"]
 
@@ -215,15 +220,16 @@ async def run_process(
         async def drain(name: str, stream: Any) -> None:
             captured[name] = await stream.read_all()
 
-        async with anyio.create_task_group() as tg:
-            if child.stdout is not None:
-                tg.start_soon(drain, "stdout", child.stdout)
-            if child.stderr is not None:
-                tg.start_soon(drain, "stderr", child.stderr)
-            if child.stdin is not None and input:
-                await child.stdin.send(input)
-                await child.stdin.aclose()
-            status = await child.wait()
+        with _unwrap_single():
+            async with anyio.create_task_group() as tg:
+                if child.stdout is not None:
+                    tg.start_soon(drain, "stdout", child.stdout)
+                if child.stderr is not None:
+                    tg.start_soon(drain, "stderr", child.stderr)
+                if child.stdin is not None and input:
+                    await child.stdin.send(input)
+                    await child.stdin.aclose()
+                status = await child.wait()
     except BaseException:
         with anyio.CancelScope(shield=True):
             await _deliver_cancel(child, deliver_cancel or terminate_then_kill)
@@ -243,15 +249,35 @@ async def _deliver_cancel(
 ) -> None:
     """Run ``deliver_cancel`` until the child exits; kill the child whatever it does."""
     try:
-        async with anyio.create_task_group() as tg:
+        with _unwrap_single():
+            async with anyio.create_task_group() as tg:
 
-            async def deliver() -> None:
-                await deliver_cancel(child)
+                async def deliver() -> None:
+                    await deliver_cancel(child)
 
-            tg.start_soon(deliver)
-            await child._wait_exited()
-            tg.cancel_scope.cancel()
+                tg.start_soon(deliver)
+                await child._wait_exited()
+                tg.cancel_scope.cancel()
     finally:
         if child.try_wait() is None:
             child.kill()
-            await child._wait_exited()
+            try:
+                await child._wait_exited()
+            except BaseException:
+                child._kill_and_reap_now()  # a second interrupt: no awaiting any more
+                raise
+
+
+@contextmanager
+def _unwrap_single() -> Iterator[None]:
+    """Let the one exception of an internal task group out bare, as the caller raised it.
+
+    Our task groups are an implementation detail: a ``KeyboardInterrupt`` or an error of
+    ``deliver_cancel`` must not reach the caller wrapped in a group it never made.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from group
+        raise

@@ -13,11 +13,10 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
-import anyio
 from anyio import TASK_STATUS_IGNORED
 from anyio.abc import Process
 
-from ._child import user_stacklevel
+from ._child import shut_down_all, user_stacklevel
 from ._command import Command, Stdio, StdioArg, _path_arg, _stdio
 from ._spawn import SpawnContext, start_child
 from ._status import ExitStatus, Output
@@ -440,31 +439,11 @@ class PipelineChild(Process):
         native asyncio ``Task.cancel()``) kills every process with SIGKILL and reaps them
         before it propagates.
         """
-        errors: list[BaseException] = []
-        escalated: list[Child] = []
-
-        async def close(child: Child) -> None:
-            try:
-                if await child._apply_policy():
-                    escalated.append(child)
-            except Exception as exc:
-                errors.append(exc)
-
         try:
-            with anyio.CancelScope(shield=True):
-                async with anyio.create_task_group() as tg:
-                    for child in self._children:
-                        tg.start_soon(close, child)
-        except BaseException:
-            # The task group was torn down half way: whatever stage it left, kill and reap.
-            for child in self._children:
-                child._kill_and_reap_now()
-            raise
+            escalated = await shut_down_all(self._children)
         finally:
             if self._stderr is not None:
                 self._stderr._close()
-        if errors:
-            raise errors[0]
         if escalated:
             escalated[0]._warn_escalated(self, user_stacklevel())
 
