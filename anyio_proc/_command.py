@@ -398,7 +398,12 @@ class Command:
         return self._with(umask=mask)
 
     def pass_fds(self, fds: Iterable[int]) -> Command:
-        """Unix: fds kept open in the child, at the same numbers; every other is closed."""
+        """Unix: fds kept open in the child, at the same numbers; every other is closed.
+
+        An entry among 0, 1 and 2 is kept only where that stream is inherited: naming one
+        whose stream is set to something else (``pass_fds([0])`` with a piped stdin) raises
+        :class:`ValueError` at spawn, before anything starts.
+        """
         return self._with(pass_fds=tuple(sorted({_fd(fd, "pass_fds entry") for fd in fds})))
 
     def pre_exec(self, fn: Callable[[], Any]) -> Command:
@@ -443,6 +448,8 @@ class Command:
         """Run to completion with stdio inherited (unless set); return the exit status.
 
         Under ``await tg.start(cmd.status)`` the started value is the running ``Child``.
+        With streams on a pseudo-terminal (:meth:`pty`), what the program writes there is
+        read and discarded, and end-of-file (Ctrl-D) is typed once if stdin is on it.
 
         **Cancellation:** the child gets the exit policy (signal, grace, SIGKILL) and is
         reaped before the cancellation propagates.
@@ -451,12 +458,21 @@ class Command:
 
         async with spawn(self) as child:
             task_status.started(child)
+            if child.pty is not None:
+                from ._pty import status_with_terminal
+
+                return await status_with_terminal(child, self._spec.stdin is Stdio.PTY)
             return await child.wait()
 
     async def output(self, *, task_status: TaskStatus[Child] = TASK_STATUS_IGNORED) -> Output:
         """Run to completion with stdout and stderr captured and stdin null (unless set).
 
         Does not raise for a failed status: call ``.check()`` on the result.
+
+        With streams on a pseudo-terminal (:meth:`pty`), what the program wrote to the
+        terminal (``\\r\\n`` line endings, stdout and stderr merged) is ``stdout``, read
+        to the terminal's end of file; ``stderr`` is ``b""`` unless piped. Nothing can be
+        typed, so end-of-file (Ctrl-D) is typed once if stdin is on the terminal.
 
         **Cancellation:** as :meth:`status`; the output read so far is lost.
         """
@@ -465,6 +481,16 @@ class Command:
         cmd = self._stdio_defaults(Stdio.NULL, Stdio.PIPE, Stdio.PIPE)
         async with spawn(cmd) as child:
             task_status.started(child)
+            if child.pty is not None:
+                from ._pty import output_with_terminal
+
+                spec = cmd._spec
+                on_terminal = (
+                    spec.stdin is Stdio.PTY,
+                    spec.stdout is Stdio.PTY,
+                    spec.stderr is Stdio.PTY,
+                )
+                return await output_with_terminal(child, on_terminal)
             return await child.wait_with_output()
 
     def __repr__(self) -> str:
