@@ -192,6 +192,20 @@ async def test_dropped_child_after_a_cancelled_wait_is_reaped() -> None:
     assert join_our_threads(timeout=5) == []
 
 
+def _run_script(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PY, "-c", code, *args], capture_output=True, text=True, timeout=30, check=False
+    )
+
+
+def _kill_if_alive(pid: int) -> None:
+    """Clean up after a failed check: the process is not ours to reap, only to stop."""
+    try:
+        os.kill(pid, 9)
+    except ProcessLookupError:
+        pass
+
+
 _EXIT_WITH_A_CHILD = """
 import sys, anyio
 from anyio_proc import Command, Stdio, spawn
@@ -215,13 +229,7 @@ anyio.run(main, backend=sys.argv[1])
 def test_exiting_with_a_child_running_prints_no_traceback(backend: str, kill_on_drop: bool) -> None:
     # Default warning filters, as a user runs a script: the ResourceWarning is not shown,
     # and the Child collected during shutdown must not print a traceback either.
-    result = subprocess.run(
-        [PY, "-c", _EXIT_WITH_A_CHILD, backend, "kill" if kill_on_drop else "keep"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = _run_script(_EXIT_WITH_A_CHILD, backend, "kill" if kill_on_drop else "keep")
     pid = int(result.stdout)
     try:
         assert result.returncode == 0, result.stderr
@@ -229,10 +237,7 @@ def test_exiting_with_a_child_running_prints_no_traceback(backend: str, kill_on_
         # kill_on_drop holds at exit; without it the child is left running, as documented.
         assert alive(pid) is not kill_on_drop
     finally:
-        try:
-            os.kill(pid, 9)
-        except ProcessLookupError:
-            pass
+        _kill_if_alive(pid)
 
 
 _FORKED_WORKER = """
@@ -257,20 +262,11 @@ sys.exit(os.waitstatus_to_exitcode(status))
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_a_forked_workers_kill_on_drop_children_die_with_it(backend: str) -> None:
-    result = subprocess.run(
-        [PY, "-c", textwrap.dedent(_FORKED_WORKER), backend],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = _run_script(textwrap.dedent(_FORKED_WORKER), backend)
     pid = int(result.stdout)
     try:
         assert result.returncode == 0, result.stderr
         assert "Traceback" not in result.stderr
         assert not alive(pid)
     finally:
-        try:
-            os.kill(pid, 9)
-        except ProcessLookupError:
-            pass
+        _kill_if_alive(pid)
