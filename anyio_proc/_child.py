@@ -16,6 +16,7 @@ import anyio
 from anyio.abc import Process
 from anyio.lowlevel import checkpoint
 
+from ._session import Session
 from ._status import ExitStatus, Output
 from ._streams import communicate
 from ._tree import Descendants
@@ -102,6 +103,7 @@ class Child(Process):
         shutdown_timeout: float,
         kill_on_drop: bool,
         leads_group: bool,
+        leads_session: bool = False,
         wait_policy: bool = False,
         kill_tree: bool = False,
     ) -> None:
@@ -122,6 +124,9 @@ class Child(Process):
         # A group leader's zombie pins its pgid: until it is reaped the number cannot be
         # reused, so signalling the group cannot hit strangers.
         self._keep_zombie = leads_group and not wait_policy
+        # A session leader (on a pseudo-terminal, or new_session): jobs of a shell with job
+        # control sit in other groups of its session. Its zombie pins the session id too.
+        self._session = Session(self._pid) if leads_session and self._keep_zombie else None
         # Command.kill_tree: the descendants found (and held) by the walks of _deliver().
         self._tree = Descendants(self._pid) if kill_tree else None
         self._status: ExitStatus | None = None
@@ -585,7 +590,11 @@ class Child(Process):
             return True
         if self._tree is not None and self._tree.any_alive():
             return True
-        return self._group_signallable() and bool(group_has_members(self._pid, self._pid))
+        if not self._group_signallable():
+            return False
+        if group_has_members(self._pid, self._pid):
+            return True
+        return self._session is not None and bool(self._session.alive())
 
     def _deliver(self, sig: int) -> None:
         tree = self._tree
@@ -604,6 +613,8 @@ class Child(Process):
     def _deliver_direct(self, sig: int) -> None:
         if self._group_signallable():
             self._signal_group(sig)
+            if self._session is not None:
+                self._session.signal(sig)  # the rest of the session: other groups (jobs)
         else:
             self._signal_child(sig)
 
@@ -625,6 +636,8 @@ class Child(Process):
             while group_has_members(self._pid, self._pid):
                 await anyio.sleep(delay)
                 delay = min(delay * 2, _GROUP_POLL_MAX)
+            if self._session is not None:
+                await self._session.wait_gone()
         if self._tree is not None:
             await self._tree.wait_gone()
 

@@ -27,13 +27,23 @@ import anyio
 from anyio.abc import ByteStream
 from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled
 
+from ._status import Output
 from ._streams import _READ_SIZE, _YIELD_EVERY, _PipeEnd
 from ._waiters import set_blocking
 
 if TYPE_CHECKING:
+    from ._child import Child
     from ._command import _Spec
+    from ._status import ExitStatus
 
-__all__ = ["PtyStream", "check_size", "launch_pty", "open_pty"]
+__all__ = [
+    "PtyStream",
+    "check_size",
+    "launch_pty",
+    "open_pty",
+    "output_with_terminal",
+    "status_with_terminal",
+]
 
 _MAX_DIMENSION = 0xFFFF  # struct winsize holds unsigned shorts
 _DEFAULT_SIZE = (24, 80)
@@ -175,18 +185,8 @@ class PtyStream(_PipeEnd, ByteStream):
 
         **Cancellation:** safe; no data is lost.
         """
-        if not self._buffer:
-            return await self._receive(max_bytes)
-        if self._busy:
-            raise anyio.BusyResourceError("reading from")
-        await checkpoint_if_cancelled()
-        if self._fd < 0:
-            raise anyio.ClosedResourceError
-        data = bytes(self._buffer[:max_bytes])
-        del self._buffer[:max_bytes]
-        # Shielded: the data has left the buffer and must reach the caller.
-        await cancel_shielded_checkpoint()
-        return data
+        # The shared receive serves the buffer first and checks max_bytes as anyio does.
+        return await self._receive(max_bytes)
 
     def _read_error(self, exc: OSError) -> Exception:
         # Linux reads EIO from a master whose slave side is closed everywhere: that is the
@@ -376,3 +376,80 @@ class PtyStream(_PipeEnd, ByteStream):
         self._close()
         self._buffer.clear()
         await checkpoint()
+
+
+# -- Command.output() and Command.status() of a command on a terminal --------------------
+#
+# Nobody else reads the terminal for these two, and the program blocks once it has written
+# what the terminal's queue holds (a few KiB): they read it themselves. Nobody can type at
+# it either, so when stdin is on it they type end-of-file once, as `script` does when its
+# own input ends: a program reading its terminal ends instead of waiting forever.
+
+
+async def _type_end_of_file(pty: PtyStream) -> None:
+    try:
+        await pty.send_eof()
+    except anyio.BrokenResourceError:
+        pass  # the program has gone already, and took the terminal with it
+
+
+async def output_with_terminal(child: Child, on_terminal: tuple[bool, bool, bool]) -> Output:
+    """:meth:`Command.output` for a child with streams on a terminal; ``on_terminal`` says
+    which of stdin, stdout and stderr are.
+
+    The terminal is read to its end of file (every process holding it has exited, as for
+    a pipe) while the pipes are read and the child is waited for. What it carried is
+    ``stdout`` when stdout is on it, else ``stderr`` when stderr is (a terminal merges
+    both into one stream); output of a terminal that carries neither (only stdin) is
+    discarded.
+
+    **Cancellation:** as :meth:`Child.wait_with_output`; the output read so far is lost.
+    """
+    pty = child.pty
+    assert pty is not None
+    stdin_on, stdout_on, stderr_on = on_terminal
+    chunks: list[bytes] = []
+
+    async def read_terminal() -> None:
+        while True:
+            try:
+                chunks.append(await pty.receive())
+            except anyio.EndOfStream:
+                return
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(read_terminal)
+        if stdin_on:
+            await _type_end_of_file(pty)
+        piped = await child.wait_with_output()
+    terminal = b"".join(chunks)
+    return Output(
+        piped.status,
+        terminal if stdout_on else piped.stdout,
+        terminal if stderr_on and not stdout_on else piped.stderr,
+    )
+
+
+async def status_with_terminal(child: Child, stdin_on_terminal: bool) -> ExitStatus:
+    """:meth:`Command.status` for a child with streams on a terminal: what the program
+    writes there is read and discarded until it exits.
+
+    **Cancellation:** as :meth:`Child.wait`: the child is left to the block's exit policy.
+    """
+    pty = child.pty
+    assert pty is not None
+
+    async def discard() -> None:
+        while True:
+            try:
+                await pty.receive()
+            except anyio.EndOfStream:
+                return
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(discard)
+        if stdin_on_terminal:
+            await _type_end_of_file(pty)
+        status = await child.wait()
+        tg.cancel_scope.cancel()  # returns at exit, as wait() does, not at end of file
+    return status

@@ -14,11 +14,11 @@ from anyio.lowlevel import checkpoint_if_cancelled
 
 from ._child import Child
 from ._command import Command, Stdio, StdioArg, StrOrBytesPath
-from ._launch import launch
+from ._launch import launch, record_launches, undo_launches
 from ._pty import PtyStream, launch_pty, open_pty
 from ._streams import PipeReceiveStream, PipeSendStream, _PipeEnd
-from ._waiters import SIGKILL, select_waiter, set_blocking
-from ._waiters._base import ReapedElsewhereWaiter
+from ._waiters import select_waiter, set_blocking
+from ._waiters._base import ExitWaiter, ReapedElsewhereWaiter
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator, Sequence
@@ -214,6 +214,9 @@ def start_child(cmd: Command, *, wait_policy: bool = False) -> Child:
     spec = cmd._spec
     factory = select_waiter()
     plan = _Plan(spec.pty_size)
+    launched = record_launches()
+    waiter: ExitWaiter | None = None
+    child: Child | None = None
     try:
         try:
             stdio = (
@@ -234,46 +237,57 @@ def start_child(cmd: Command, *, wait_policy: bool = False) -> Child:
             raise subprocess.SubprocessError(
                 f"pre_exec raised in the child of {cmd!r}; nothing was run"
             ) from exc
-    except BaseException:
-        plan.close_all()
-        raise
-    for fd in plan.child_fds:
-        os.close(fd)
-    for handed in plan.streams_handed:
-        handed._handed_over()
-    try:
-        waiter = factory(pid)
-    except ProcessLookupError:
-        # Already exited and reaped by somebody else (a SIGCHLD handler calling
-        # waitpid(-1)): the pid may be recycled, so neither kill nor wait; status unknown.
-        waiter = ReapedElsewhereWaiter(pid)
-    except BaseException:
-        # No waiter (EMFILE for the pidfd, say): undo the spawn rather than leak it.
+        # The process exists. Until a Child owns it, anything raised here (EMFILE for the
+        # pidfd, or an interrupt from a signal handler: Ctrl-C, a timeout's SIGALRM) kills
+        # and reaps it rather than leak it.
+        while plan.child_fds:
+            # Popped first: an interrupt in between leaks the fd, never closes it twice.
+            os.close(plan.child_fds.pop())
+        for handed in plan.streams_handed:
+            handed._handed_over()
         try:
-            os.kill(pid, SIGKILL)
-            os.waitpid(pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass  # reaped by somebody else meanwhile
-        for stream in plan.parent_streams.values():
-            stream._close()
+            waiter = factory(pid)
+        except ProcessLookupError:
+            # Already exited and reaped by somebody else (a SIGCHLD handler calling
+            # waitpid(-1)): the pid may be recycled, so neither kill nor wait; status unknown.
+            waiter = ReapedElsewhereWaiter(pid)
+        # A child on a terminal leads its own session, hence its group.
+        leads_group = spec.new_session or spec.process_group == 0 or plan.pty_slave is not None
+        streams = plan.parent_streams
+        stdin, stdout = streams.get("stdin"), streams.get("stdout")
+        stderr, pty = streams.get("stderr"), streams.get("pty")
+        # In two steps, so that the object is in `child` before __init__ runs: an interrupt
+        # landing as Child(...) returns would drop it, running, to its __del__.
+        child = Child.__new__(Child)
+        Child.__init__(
+            child,
+            waiter=waiter,
+            args=cmd.argv,
+            stdin=stdin,  # type: ignore[arg-type]
+            stdout=stdout,  # type: ignore[arg-type]
+            stderr=stderr,  # type: ignore[arg-type]
+            pty=pty,  # type: ignore[arg-type]
+            shutdown_signal=spec.shutdown_signal,
+            shutdown_timeout=spec.shutdown_timeout,
+            kill_on_drop=spec.kill_on_drop,
+            kill_tree=spec.kill_tree,
+            leads_group=leads_group,
+            leads_session=spec.new_session or plan.pty_slave is not None,
+            wait_policy=wait_policy,
+        )
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("spawned pid %d: %s", pid, list(cmd.argv))
+        return child
+    except BaseException:
+        try:
+            # A process created (the record has it from the moment the kernel handed its
+            # pid over, wherever the interrupt landed since) is killed and reaped first: a
+            # Child dropped with it then finds nothing to warn about.
+            undo_launches(launched)
+        finally:
+            # The waiter is the Child's once its __init__ has taken it (its first statement),
+            # and its __del__ closes it then.
+            if waiter is not None and getattr(child, "_waiter", None) is not waiter:
+                waiter.close()
+            plan.close_all()  # what was handed over or closed already is skipped
         raise
-    # A child on a terminal leads its own session, hence its group.
-    leads_group = spec.new_session or spec.process_group == 0 or plan.pty_slave is not None
-    streams = plan.parent_streams
-    child = Child(
-        waiter=waiter,
-        args=cmd.argv,
-        stdin=streams.get("stdin"),  # type: ignore[arg-type]
-        stdout=streams.get("stdout"),  # type: ignore[arg-type]
-        stderr=streams.get("stderr"),  # type: ignore[arg-type]
-        pty=streams.get("pty"),  # type: ignore[arg-type]
-        shutdown_signal=spec.shutdown_signal,
-        shutdown_timeout=spec.shutdown_timeout,
-        kill_on_drop=spec.kill_on_drop,
-        kill_tree=spec.kill_tree,
-        leads_group=leads_group,
-        wait_policy=wait_policy,
-    )
-    if logger.isEnabledFor(logging.DEBUG):
-        logger.debug("spawned pid %d: %s", pid, list(cmd.argv))
-    return child

@@ -65,6 +65,7 @@ __all__ = [
     "Descendants",
     "on_long_lived_thread",
     "parent_death_pre_exec",
+    "pidfd_or_none",
 ]
 
 logger = logging.getLogger("anyio_proc")
@@ -176,7 +177,7 @@ if sys.platform == "linux":
                     pairs.append((stat[1], int(name)))
         return pairs
 
-    def _pidfd_open(pid: int) -> int | None:
+    def pidfd_or_none(pid: int) -> int | None:
         """A pidfd for ``pid``, or None where there are none; ProcessLookupError if gone."""
         global _use_pidfds
         if not _use_pidfds:
@@ -246,7 +247,7 @@ if sys.platform == "linux":
         ``stat`` we read, a child of ``parent`` and not a stranger that reused the number.
         """
         try:
-            fd = _pidfd_open(pid)
+            fd = pidfd_or_none(pid)
         except ProcessLookupError:
             return None
         stat = _stat(f"/proc/{pid}/stat")

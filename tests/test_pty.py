@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import os
 import re
+import select
+import shutil
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -18,8 +21,9 @@ import anyio.abc
 import pytest
 
 from anyio_proc import Child, Command, PtyStream, Stdio, spawn
+from anyio_proc._session import Session
 
-from .helpers import children, open_fds, py
+from .helpers import children, open_fds, poll_until, proc_state, py
 
 # Generous: a loaded 2-core machine can take seconds to start an interpreter.
 T = 20.0
@@ -129,8 +133,14 @@ async def test_driving_the_python_repl() -> None:
         assert match.group(1) == "42"
         assert "print(6 * 7)" in match.string[: match.start()]
 
-        # Ctrl-C interrupts what runs in the foreground, and the REPL carries on.
-        await child.pty.send(b"import time; print('sleep' + 'ing'); time.sleep(100)\n")
+        # Ctrl-C interrupts what runs in the foreground, and the REPL carries on. Short
+        # sleeps, not one long one: CPython acts on a signal between bytecodes, so a SIGINT
+        # landing after its last check and before sleep(100) enters the kernel would be
+        # noted and then ignored for 100 s (seen under load: the REPL asleep in
+        # clock_nanosleep, SIGINT caught, nothing pending). A loop acts on it wherever it lands.
+        await child.pty.send(
+            b"import time; print('sleep' + 'ing'); exec('while True: time.sleep(0.01)')\n"
+        )
         await child.expect("sleeping\r\n", timeout=T)
         await child.pty.send(b"\x03")
         await child.expect("KeyboardInterrupt", timeout=T)
@@ -210,6 +220,9 @@ async def test_expect_keeps_unmatched_output() -> None:
             scope.cancel()
             await child.pty.receive()  # cancelled: must not take anything from the buffer
         assert scope.cancelled_caught
+        for bad in (0, -1):  # refused before the buffer is touched, as anyio's streams do
+            with pytest.raises(ValueError, match="max_bytes must be a positive integer"):
+                await child.pty.receive(bad)
         assert await child.pty.receive(3) == b" th"  # receive() gets the rest, in order
         before = await child.expect("A", timeout=T)
         assert before.string[: before.start()] == "ree\r\n\udcff"
@@ -355,3 +368,246 @@ async def test_concurrent_readers_are_refused() -> None:
             with pytest.raises(anyio.BusyResourceError):
                 await pty.receive()
             tg.cancel_scope.cancel()
+
+
+# -- the exit policy covers the child's session ------------------------------------------
+
+# A job: a process of the child's session in a process group of its own, as a shell with
+# job control makes one; out of reach of a signal to the child's group. argv: the file to
+# record the shutdown signal in, and "term" (act on SIGTERM) or "ignore" (ignore it).
+# SIGHUP is ignored as under nohup: the kernel sends it (and SIGCONT) to a stopped group
+# orphaned by the leader's exit, and the test is about what the exit policy sends.
+JOB = (
+    "import os, signal, sys\n"
+    "signal.signal(signal.SIGHUP, signal.SIG_IGN)\n"
+    "if sys.argv[2] == 'ignore':\n"
+    "    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "else:\n"
+    "    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})\n"
+    "print('job ready', os.getpid(), flush=True)\n"
+    "if sys.argv[2] == 'ignore':\n"
+    "    signal.pause()\n"
+    "signal.sigwait({signal.SIGTERM})\n"
+    "with open(sys.argv[1], 'w') as f:\n"
+    "    f.write('SIGTERM')\n"
+)
+# The child on the terminal: starts JOB (argv: its code, file, mode), then per ``then``:
+# "exits" at once; "dies" of the shutdown signal; "waits", on the shutdown signal, for the
+# job to end first, so that it outlives the grace period unless the job acts on its own
+# shutdown signal.
+LEADER = (
+    "import os, signal, sys\n"
+    "code, record, mode, then = sys.argv[1:]\n"
+    "if then == 'waits':\n"
+    "    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})\n"
+    "job = os.posix_spawn(sys.executable, [sys.executable, '-c', code, record, mode],\n"
+    "                     os.environ, setpgroup=0, setsigmask=())\n"
+    "if then == 'exits':\n"
+    "    sys.exit(0)\n"
+    "if then == 'waits':\n"
+    "    signal.sigwait({signal.SIGTERM})\n"
+    "    os.waitpid(job, 0)\n"
+    "else:\n"
+    "    signal.pause()\n"
+)
+
+
+class SessionMember:
+    """A process of our child's session that is not our child, held by a pidfd: the checks
+    and the clean-up after a failure cannot reach a stranger that reused its pid."""
+
+    def __init__(self, pid: int, sid: int) -> None:
+        self.pid = pid
+        self.fd = os.pidfd_open(pid)
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        self.pgid = int(fields[2])
+        assert int(fields[3]) == sid, "not in the child's session"
+
+    def alive(self) -> bool:
+        # A pidfd is readable once its process has exited, whoever its parent is.
+        return not select.select([self.fd], [], [], 0)[0]
+
+    def send(self, sig: int) -> None:
+        signal.pidfd_send_signal(self.fd, sig)
+
+    def release(self) -> None:
+        if self.alive():
+            self.send(signal.SIGKILL)  # the test failed: leave nothing behind
+        os.close(self.fd)
+
+
+async def job_started(child: Child, held: list[SessionMember]) -> SessionMember:
+    match = await child.expect(rb"job ready (\d+)\r\n", timeout=T)
+    job = SessionMember(int(match.group(1)), child.pid)
+    held.append(job)
+    assert job.pgid not in (child.pid, 0)  # a group of its own: killpg misses it
+    return job
+
+
+@pytest.mark.parametrize("stopped", [False, True], ids=["running", "stopped"])
+async def test_session_signals_the_members_outside_the_leaders_group(
+    tmp_path: Path, stopped: bool
+) -> None:
+    # The piece the exit policy uses, on its own.
+    record = tmp_path / "job"
+    cmd = Command(*py(LEADER), JOB, str(record), "term", "waits").pty()
+    held: list[SessionMember] = []
+    try:
+        async with spawn(cmd) as child:
+            job = await job_started(child, held)
+            if stopped:
+                job.send(signal.SIGSTOP)
+                await poll_until(lambda: proc_state(job.pid) == "T")
+            session = Session(child.pid)
+            assert session.alive()
+            session.signal(signal.SIGTERM)
+            with anyio.fail_after(T):
+                await session.wait_gone()  # the job acted on it (continued first if stopped)
+            assert record.read_text() == "SIGTERM"
+            assert not job.alive()
+            assert session.alive() is False
+            # The leader, in the leader's group, was left to the caller's killpg: it still
+            # waits for its own SIGTERM, which the block sends.
+            assert child.try_wait() is None
+        assert child.returncode == 0
+    finally:
+        for member in held:
+            member.release()
+
+
+@pytest.mark.parametrize("stopped", [False, True], ids=["running", "stopped"])
+async def test_jobs_of_the_session_get_the_shutdown_signal(tmp_path: Path, stopped: bool) -> None:
+    # The leader holds on until its job is gone: the block ends within the grace period
+    # (no escalation, which filterwarnings=error would turn into a failure) only if the
+    # job got SIGTERM, and, when stopped, SIGCONT to act on it.
+    record = tmp_path / "job"
+    cmd = Command(*py(LEADER), JOB, str(record), "term", "waits").pty().shutdown(timeout=T)
+    held: list[SessionMember] = []
+    try:
+        async with spawn(cmd) as child:
+            job = await job_started(child, held)
+            if stopped:
+                job.send(signal.SIGSTOP)  # as Ctrl-Z would
+                await poll_until(lambda: proc_state(job.pid) == "T")
+        assert not job.alive()  # the block waited for it
+        assert record.read_text() == "SIGTERM"
+        assert child.returncode == 0  # the leader's own exit, after its job's
+    finally:
+        for member in held:
+            member.release()
+
+
+async def test_jobs_outliving_the_leader_are_shut_down(tmp_path: Path) -> None:
+    # The leader has exited; its zombie, kept until the block ends, still names the
+    # session, so what is left of it is found and signalled.
+    record = tmp_path / "job"
+    cmd = Command(*py(LEADER), JOB, str(record), "term", "exits").pty()
+    held: list[SessionMember] = []
+    try:
+        async with spawn(cmd) as child:
+            job = await job_started(child, held)
+            with anyio.fail_after(T):
+                assert await child.wait() == 0
+            assert job.alive()
+        assert not job.alive()
+        assert record.read_text() == "SIGTERM"
+    finally:
+        for member in held:
+            member.release()
+
+
+async def test_a_job_ignoring_the_shutdown_signal_is_killed(tmp_path: Path) -> None:
+    record = tmp_path / "job"
+    cmd = Command(*py(LEADER), JOB, str(record), "ignore", "dies").pty().shutdown(timeout=0.5)
+    held: list[SessionMember] = []
+    try:
+        with pytest.warns(RuntimeWarning, match="SIGKILL"):
+            async with spawn(cmd) as child:
+                job = await job_started(child, held)
+        assert not job.alive()
+        assert child.returncode == -signal.SIGTERM  # the leader went at once
+        assert not record.exists()
+    finally:
+        for member in held:
+            member.release()
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+async def test_an_interactive_shells_background_job_is_shut_down() -> None:
+    # The case from the field: `sleep 77 &` at an interactive bash (job control on, as on
+    # any terminal) is a job of its own; bash exits without a word about it.
+    cmd = (
+        Command("bash", "--norc", "--noprofile", "-i")
+        .env("PS1", "ready> ")
+        .env("TERM", "dumb")
+        .pty()
+    )
+    held: list[SessionMember] = []
+    try:
+        async with spawn(cmd) as child:
+            assert child.pty is not None
+            await child.expect("ready> ", timeout=T)
+            await child.pty.send(b"sleep 77 & echo job=$!\n")
+            match = await child.expect(rb"job=(\d+)\r\n", timeout=T)
+            job = SessionMember(int(match.group(1)), child.pid)
+            held.append(job)
+            assert job.pgid == job.pid != child.pid
+            await child.expect("ready> ", timeout=T)
+            await child.pty.send(b"exit\n")
+            with anyio.fail_after(T):
+                assert await child.wait() == 0
+            assert job.alive()
+        assert not job.alive()
+    finally:
+        for member in held:
+            member.release()
+
+
+# -- Command.output() and Command.status() on a terminal ---------------------------------
+
+# Far more than a terminal's queue holds (a few KiB), on both streams.
+CHATTY = (
+    "import os, sys\n"
+    "print(os.isatty(1), os.isatty(2), flush=True)\n"
+    "sys.stderr.write('to stderr\\n'); sys.stderr.flush()\n"
+    "sys.stdout.write(('x' * 99 + '\\n') * 10000)\n"
+    "print('end')\n"
+)
+CHATTY_LINES = b"x" * 99 + b"\r\n"
+
+
+async def test_output_is_what_the_program_wrote_to_the_terminal() -> None:
+    with anyio.fail_after(T):
+        output = await Command(*py(CHATTY)).pty().output()
+    assert output.status == 0
+    assert output.stderr == b""
+    # One stream, as on a screen, with the terminal's line endings.
+    assert output.stdout == b"True True\r\nto stderr\r\n" + CHATTY_LINES * 10000 + b"end\r\n"
+
+    # Only stdout on the terminal: stderr stays a stream of its own (piped by output()).
+    with anyio.fail_after(T):
+        output = await Command(*py(CHATTY)).stdout(Stdio.PTY).output()
+    assert output.status == 0
+    assert output.stdout == b"True False\r\n" + CHATTY_LINES * 10000 + b"end\r\n"
+    assert output.stderr == b"to stderr\n"
+
+
+async def test_status_drains_the_terminal() -> None:
+    with anyio.fail_after(T):
+        assert await Command(*py(CHATTY)).pty().status() == 0
+
+
+@pytest.mark.parametrize("method", ["output", "status"])
+async def test_a_program_reading_its_terminal_sees_end_of_file(method: str) -> None:
+    # Nothing can be typed at a terminal output() or status() owns: they type end-of-file,
+    # as stdin would end, rather than leave the program waiting forever.
+    cmd = Command("sh", "-c", "cat; echo 'cat saw end of file'").pty()
+    with anyio.fail_after(T):
+        if method == "status":
+            assert await cmd.status() == 0
+        else:
+            output = await cmd.output()
+            assert output.status == 0
+            assert output.stdout == b"cat saw end of file\r\n"

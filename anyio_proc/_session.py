@@ -1,0 +1,229 @@
+"""The other members of a session that a child of ours leads, for its exit policy.
+
+A child on a pseudo-terminal (and one started with ``new_session``) leads a session. Most
+of what it starts stays in its process group, which the exit policy signals as a whole;
+but a shell with job control (an interactive ``bash``, ``set -m``) gives every job a
+process group of its own in the same session, so ``sleep 77 &`` typed at the shell is out
+of the group's reach. :class:`Session` finds such processes by their session id, signals
+them and waits for them to be gone.
+
+**Pid reuse.** A session id is the pid of its leader, and that number cannot be given to
+a new process while any process, a zombie included, still uses it as its pid, process
+group or session id. The caller keeps the leader's zombie (it does so for the group
+already) and calls in here only while it has not reaped it: then every process whose
+session id is that number belongs to our child's session, whatever its parent is now. A
+member is not our child, though: between reading its ``stat`` and signalling it, it could
+exit and its pid be reused by a stranger. So each one is opened as a pidfd first, its
+``stat`` is read again through the same pid, and the signal goes through the pidfd: it
+reaches the process whose session we checked, or nothing. Without pidfds (Linux < 5.3,
+fds exhausted) the pid is checked by its start time just before ``kill``.
+
+**What escapes:** a process that left the session (``setsid``, a daemon), which
+``Command.kill_tree`` covers while it is still a descendant. And since the members are
+signalled one by one (a process group is signalled at once by the kernel, which makes a
+concurrent ``fork`` either see the signal or fail), a member forking at the very moment
+the shutdown signal is sent can give a child that misses it; that child gets SIGKILL at
+the end of the grace period. During the SIGKILL phase every look at the session kills
+what it finds, so forks cannot outrun it.
+
+Linux only (``/proc``); elsewhere the session cannot be listed and nothing here acts.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import sys
+
+import anyio
+from anyio.lowlevel import checkpoint
+
+__all__ = ["Session"]
+
+logger = logging.getLogger("anyio_proc")
+
+# Members are not our children: nothing notifies us of their exit, so we poll. Fast at
+# first (they usually die with the signal), then backing off to a light load.
+_POLL_FIRST = 0.001
+_POLL_MAX = 0.05
+
+
+if sys.platform == "linux":
+    import signal
+
+    from ._tree import pidfd_or_none
+
+    _SIGKILL = int(signal.SIGKILL)
+    _SIGCONT = int(signal.SIGCONT)
+
+    class _Member:
+        """One process of the session: what its ``stat`` said when the session was listed."""
+
+        __slots__ = ("pgid", "pid", "start", "stopped")
+
+        def __init__(self, pid: int, pgid: int, start: int, stopped: bool) -> None:
+            self.pid = pid
+            self.pgid = pgid
+            self.start = start  # clock ticks after boot: with the pid, it names one process
+            self.stopped = stopped
+
+    def _stat(pid: int | str) -> tuple[bytes, int, int, int] | None:
+        """``(state, pgid, session, start time)`` of a process, or None if it is gone."""
+        try:
+            fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        # The command name may hold spaces and parentheses: parse after its last ')'.
+        fields = data[data.rfind(b")") + 2 :].split()
+        if len(fields) < 20:
+            return None
+        return fields[0], int(fields[2]), int(fields[3]), int(fields[19])
+
+    def _members(sid: int) -> list[_Member] | None:
+        """Every live process in session ``sid`` but its leader; None if /proc cannot be
+        read. Zombies are left out: they wait only for their parent, and no signal reaches
+        them."""
+        try:
+            names = os.listdir("/proc")
+        except OSError:
+            return None
+        found = []
+        for name in names:
+            if not name.isdigit():
+                continue
+            pid = int(name)
+            if pid == sid:
+                continue
+            stat = _stat(name)
+            if stat is None:
+                continue  # exited while we looked
+            state, pgid, session, start = stat
+            if session == sid and state not in (b"Z", b"X"):
+                found.append(_Member(pid, pgid, start, state in (b"T", b"t")))
+        return found
+
+    def _send(member: _Member, sid: int, signals: tuple[int, ...]) -> bool:
+        """Send ``signals``, in order, to ``member`` if it is still that process and still
+        in session ``sid``; True if they were sent."""
+        try:
+            fd = pidfd_or_none(member.pid)
+        except ProcessLookupError:
+            return False
+        try:
+            # Read after the pidfd is open: if the process it names is still there, this
+            # is its stat, so the checks below are about the process we will signal.
+            stat = _stat(member.pid)
+            if stat is None or stat[2] != sid or stat[3] != member.start:
+                return False
+            for sig in signals:
+                if fd is not None:
+                    signal.pidfd_send_signal(fd, sig)
+                else:
+                    os.kill(member.pid, sig)
+        except OSError as exc:
+            # ESRCH: it exited meanwhile. EPERM: it ran a set-user-ID program and belongs
+            # to another user now; out of reach, like anything it starts.
+            if exc.errno != errno.ESRCH:
+                logger.debug("cannot signal pid %d of session %d: %s", member.pid, sid, exc)
+            return False
+        finally:
+            if fd is not None:
+                os.close(fd)
+        return True
+
+    class Session:
+        """The processes of the session that our child ``sid`` leads, other than the child.
+
+        Call it only while the child (the session leader) is unreaped, so that the
+        session id cannot name another session (see the module's docstring).
+        """
+
+        def __init__(self, sid: int) -> None:
+            self._sid = sid
+            # After SIGKILL, every later look kills what it finds (forks cannot outrun it).
+            self._killing = False
+            self._killed: set[tuple[int, int]] = set()  # (pid, start) of members killed
+
+        def signal(self, sig: int) -> None:
+            """Send ``sig`` to every member outside the leader's process group.
+
+            The leader's group is left to the caller, whose ``killpg`` reaches it in one
+            step (so nothing there gets the signal twice). A stopped member (a job
+            suspended with Ctrl-Z, or stopped for reading the terminal in the
+            background) is continued after the signal, as a shell does for ``kill``, so
+            that it can act on it rather than hold the shutdown for the whole grace period.
+            """
+            members = _members(self._sid)
+            if not members:
+                return
+            kill = sig == _SIGKILL
+            self._killing = self._killing or kill
+            hit = []
+            for member in members:
+                if member.pgid == self._sid:
+                    continue
+                signals = (sig, _SIGCONT) if member.stopped and not kill else (sig,)
+                if _send(member, self._sid, signals):
+                    hit.append(member.pid)
+                    if kill:
+                        self._killed.add((member.pid, member.start))
+            if hit and logger.isEnabledFor(logging.DEBUG):
+                try:
+                    name = signal.Signals(sig).name
+                except ValueError:
+                    name = str(sig)
+                logger.debug("sent %s to session %d members: %s", name, self._sid, hit)
+
+        def alive(self) -> bool | None:
+            """True while a process of the session other than the leader is running
+            (zombies do not count); None when that cannot be known (no ``/proc``)."""
+            members = _members(self._sid)
+            return None if members is None else bool(members)
+
+        async def wait_gone(self) -> None:
+            """Return once no process of the session other than the leader is running
+            (at once if that cannot be known). After :meth:`signal` with SIGKILL, each look
+            also kills any member (outside the leader's group) not killed yet: one forked
+            while the signal was being sent.
+
+            **Cancellation:** safe; it can be called again.
+            """
+            delay = _POLL_FIRST
+            while members := _members(self._sid):
+                if self._killing:
+                    for member in members:
+                        key = (member.pid, member.start)
+                        if member.pgid == self._sid or key in self._killed:
+                            continue
+                        if _send(member, self._sid, (_SIGKILL,)):
+                            self._killed.add(key)
+                            logger.debug(
+                                "sent SIGKILL to pid %d of session %d", member.pid, self._sid
+                            )
+                await anyio.sleep(delay)
+                delay = min(delay * 2, _POLL_MAX)
+
+else:
+
+    class Session:
+        """Without ``/proc`` a session's members cannot be listed: the exit policy reaches
+        the child's process group only."""
+
+        def __init__(self, sid: int) -> None:
+            self._sid = sid
+
+        def signal(self, sig: int) -> None:
+            pass
+
+        def alive(self) -> bool | None:
+            return None
+
+        async def wait_gone(self) -> None:
+            await checkpoint()
