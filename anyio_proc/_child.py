@@ -7,6 +7,7 @@ import logging
 import os
 import signal as _signal
 import sys
+import threading
 import time
 import warnings
 import weakref
@@ -140,6 +141,7 @@ class Child(Process):
         self._escalated = False
         self._started = time.monotonic()
         self._owner_pid = os.getpid()
+        self._lock = threading.RLock()
         if kill_on_drop:
             _kill_at_exit.add(self)
 
@@ -186,20 +188,26 @@ class Child(Process):
         status = self._status
         if status is not None:
             return status
-        waiter = self._waiter
-        if waiter is None:  # pragma: no cover - released only after a status is known
-            return None
-        reap = not self._keep_zombie
-        try:
-            returncode = waiter.poll(reap=reap)
-        except ChildProcessError:
-            # Someone else reaped it (SIGCHLD set to SIG_IGN, a foreign waitpid(-1)).
-            self._record(ExitStatus.unknown(args=self._args), reaped=True)
-        else:
-            if returncode is None:
+        # Another thread may poll too (returncode read from a worker thread): without the
+        # lock, the loser of the reap would take the winner's reap for a foreign one, or
+        # find the pidfd already closed.
+        with self._lock:
+            if self._status is not None:
+                return self._status
+            waiter = self._waiter
+            if waiter is None:  # pragma: no cover - released only after a status is known
                 return None
-            self._record(ExitStatus(returncode, args=self._args), reaped=reap)
-        return self._status
+            reap = not self._keep_zombie
+            try:
+                returncode = waiter.poll(reap=reap)
+            except ChildProcessError:
+                # Someone else reaped it (SIGCHLD set to SIG_IGN, a foreign waitpid(-1)).
+                self._record(ExitStatus.unknown(args=self._args), reaped=True)
+            else:
+                if returncode is None:
+                    return None
+                self._record(ExitStatus(returncode, args=self._args), reaped=reap)
+            return self._status
 
     def _record(self, status: ExitStatus, *, reaped: bool) -> None:
         self._status = status
@@ -219,20 +227,22 @@ class Child(Process):
             self._release_waiter()
 
     def _release_waiter(self) -> None:
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None:
-            waiter.close()
+        with self._lock:
+            waiter, self._waiter = self._waiter, None
+            if waiter is not None:
+                waiter.close()
 
     def _reap_zombie(self) -> None:
         """Reap a zombie kept to pin the group number, once the group is dealt with."""
-        waiter = self._waiter
-        if self._reaped or waiter is None:
-            return
-        try:
-            waiter.poll(reap=True)
-        except ChildProcessError:
-            pass
-        self._set_reaped()
+        with self._lock:
+            waiter = self._waiter
+            if self._reaped or waiter is None:
+                return
+            try:
+                waiter.poll(reap=True)
+            except ChildProcessError:
+                pass
+            self._set_reaped()
 
     async def wait(self, *, close_stdin: bool = True) -> ExitStatus:
         """Close our end of stdin, wait for the child to exit, reap it; return its status.
@@ -344,15 +354,16 @@ class Child(Process):
         self._deliver(_SIGKILL)
 
     def _signal_child(self, sig: int) -> None:
-        if self._status is not None or self._reaped:
+        if self._status is not None or self._reaped or not self._ours():
             return
-        waiter = self._waiter
-        if waiter is None:  # pragma: no cover
-            return
-        try:
-            waiter.send_signal(sig)
-        except ProcessLookupError:
-            return  # it exited (or was reaped elsewhere) since we last looked
+        with self._lock:
+            waiter = self._waiter
+            if waiter is None:  # pragma: no cover
+                return
+            try:
+                waiter.send_signal(sig)
+            except ProcessLookupError:
+                return  # it exited (or was reaped elsewhere) since we last looked
         logger.debug("sent %s to pid %d", _signal_name(sig), self._pid)
 
     def _group_signallable(self) -> bool:
@@ -592,11 +603,20 @@ class Child(Process):
             return True
         if not self._group_signallable():
             return False
-        if group_has_members(self._pid, self._pid):
+        # None means /proc could not be listed (fd exhaustion): members may be there, so
+        # they get the signal and the grace period rather than being assumed gone.
+        if group_has_members(self._pid, self._pid) is not False:
             return True
-        return self._session is not None and bool(self._session.alive())
+        return self._session is not None and self._session.alive() is not False
+
+    def _ours(self) -> bool:
+        """False in a forked copy of the program: an inherited pidfd still names the
+        parent's child, and the copy must never signal it."""
+        return os.getpid() == self._owner_pid
 
     def _deliver(self, sig: int) -> None:
+        if not self._ours():
+            return
         tree = self._tree
         if tree is None:
             self._deliver_direct(sig)

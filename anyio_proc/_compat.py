@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import warnings
-from contextlib import contextmanager
 from typing import IO, TYPE_CHECKING, Any
 
 import anyio
@@ -22,17 +21,14 @@ from anyio.lowlevel import checkpoint_if_cancelled
 from ._command import Command, StrOrBytesPath
 from ._spawn import start_child
 from ._status import ProcessFailed
+from ._taskgroups import unwrap_single
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+    from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
     from anyio.abc import TaskStatus
 
     from ._child import Child
-
-if sys.version_info < (3, 11):
-    # anyio's dependency on 3.10; possibly missing where the type checker runs.
-    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found, unused-ignore]
 
 __all__ = ["open_process", "run_process"]
 
@@ -220,14 +216,17 @@ async def run_process(
         async def drain(name: str, stream: Any) -> None:
             captured[name] = await stream.read_all()
 
-        with _unwrap_single():
+        with unwrap_single():
             async with anyio.create_task_group() as tg:
                 if child.stdout is not None:
                     tg.start_soon(drain, "stdout", child.stdout)
                 if child.stderr is not None:
                     tg.start_soon(drain, "stderr", child.stderr)
                 if child.stdin is not None and input:
-                    await child.stdin.send(input)
+                    try:
+                        await child.stdin.send(input)
+                    except anyio.BrokenResourceError:
+                        pass  # it stopped reading, as subprocess.run and asyncio allow
                     await child.stdin.aclose()
                 status = await child.wait()
     except BaseException:
@@ -249,7 +248,7 @@ async def _deliver_cancel(
 ) -> None:
     """Run ``deliver_cancel`` until the child exits; kill the child whatever it does."""
     try:
-        with _unwrap_single():
+        with unwrap_single():
             async with anyio.create_task_group() as tg:
 
                 async def deliver() -> None:
@@ -266,18 +265,3 @@ async def _deliver_cancel(
             except BaseException:
                 child._kill_and_reap_now()  # a second interrupt: no awaiting any more
                 raise
-
-
-@contextmanager
-def _unwrap_single() -> Iterator[None]:
-    """Let the one exception of an internal task group out bare, as the caller raised it.
-
-    Our task groups are an implementation detail: a ``KeyboardInterrupt`` or an error of
-    ``deliver_cancel`` must not reach the caller wrapped in a group it never made.
-    """
-    try:
-        yield
-    except BaseExceptionGroup as group:
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from group
-        raise

@@ -13,6 +13,12 @@ and 3.12 while many fds are open (see ``_few_fds_to_close``).
 Either way the stdio plan goes through ``_plan_stdio`` first, which makes it safe when the
 parent has free slots among 0-2 (a daemon, ``prog <&-``), where the pipes, terminals and
 files made for the spawn land.
+
+A process, once created, is never lost: an exception from a Python signal handler (Ctrl-C,
+a test timeout's SIGALRM) can land at the first bytecode after the call that created it,
+before its pid reaches any variable, and anywhere on the way up to the ``Child``. So both
+paths put the pid in the caller's record (``record_launches``) as the kernel hands it over,
+and whoever fails before owning the process gives that record to ``undo_launches``.
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ._tree import on_long_lived_thread, parent_death_pre_exec
@@ -32,7 +40,7 @@ if TYPE_CHECKING:
 
     from ._command import StrOrBytesPath, _Spec
 
-__all__ = ["DEVNULL", "STDOUT", "StdioTarget", "launch"]
+__all__ = ["DEVNULL", "STDOUT", "StdioTarget", "launch", "record_launches", "undo_launches"]
 
 DEVNULL = subprocess.DEVNULL
 STDOUT = subprocess.STDOUT
@@ -57,6 +65,178 @@ _POPEN_CLOSES_IN_ONE_CALL = sys.version_info >= (3, 11)
 _RESTORED_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGPIPE", "SIGXFZ", "SIGXFSZ") if hasattr(signal, name)
 )
+# How many further exceptions (a user pressing Ctrl-C again and again) undoing a spawn
+# goes through before giving up on it: each attempt takes microseconds, or the time a
+# SIGKILLed process takes to die.
+_UNDO_ATTEMPTS = 8
+
+
+class _Launches(threading.local):
+    # Per thread: a spawn and the failure that undoes it happen on the caller's thread.
+    record: list[int] | None = None
+
+
+_launches = _Launches()
+
+
+def record_launches() -> list[int]:
+    """Start a record of the processes this thread's launches create, and return it.
+
+    Each pid is in it from the moment the kernel hands it over (before any Python code
+    runs: see ``_posix_spawn`` and ``_OwnedPopen``) until the next call. A caller that fails
+    before something owns the process gives the record to :func:`undo_launches`.
+    """
+    record: list[int] = []
+    _launches.record = record
+    return record
+
+
+def _current_record() -> list[int]:
+    record = _launches.record
+    return [] if record is None else record
+
+
+def undo_launches(record: list[int]) -> None:
+    """Kill and reap every process in ``record`` (our children that nobody owns yet),
+    emptying it; a pid that somebody else has reaped is left alone, as it may be reused.
+
+    Cleaning up is what an exception from a signal handler interrupts too (Ctrl-C pressed
+    again): both steps can be repeated, so they are, up to ``_UNDO_ATTEMPTS`` times; the
+    last such exception is raised once done, in place of the one being handled, as if it
+    had landed in the handler.
+    """
+    later: BaseException | None = None
+    attempts = 0
+    while record and attempts < _UNDO_ATTEMPTS:
+        try:
+            _kill_and_reap(record[-1])
+            del record[-1]  # after: interrupted in between, the next attempt finds it reaped
+        except BaseException as exc:
+            later = exc
+            attempts += 1
+    if later is not None:
+        raise later
+
+
+if sys.platform == "win32":
+
+    def _kill_and_reap(pid: int) -> None:
+        # No reaping on Windows: the Popen's handle keeps the process object until dropped.
+        try:
+            os.kill(pid, signal.SIGTERM)  # TerminateProcess
+        except OSError:
+            pass  # already gone
+
+else:
+
+    def _kill_and_reap(pid: int) -> None:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                return  # it had exited: reaped now
+        except ChildProcessError:
+            return  # reaped by somebody else (SIGCHLD ignored, a waitpid(-1) handler)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return  # reaped by somebody else since
+        except PermissionError:
+            # It exec'd a program that changed its real uid (setuid, then setuid()): it
+            # cannot be killed, and a blocking reap could last for ever.
+            _reap_in_background(pid)
+            return
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass  # reaped by somebody else since
+
+    def _reap_quietly(pid: int) -> None:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+
+    def _reap_in_background(pid: int) -> None:
+        thread = threading.Thread(
+            target=_reap_quietly, args=(pid,), name=f"anyio_proc reaper {pid}", daemon=True
+        )
+        try:
+            thread.start()
+        except RuntimeError:
+            pass  # interpreter shutdown: init reaps it once we are gone
+
+
+if sys.platform == "linux":
+
+    def _thread_children() -> bytes:
+        """This thread's children, for ``_lost_child``: the raw list, parsed only if needed."""
+        try:
+            fd = os.open("/proc/thread-self/children", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return b""  # no /proc, or a kernel without CONFIG_PROC_CHILDREN
+        try:
+            return os.read(fd, 1 << 20)
+        except OSError:
+            return b""
+        finally:
+            os.close(fd)
+
+    def _lost_child(before: bytes) -> int | None:
+        """The child this thread forked since ``before``, if one and only one appeared.
+
+        Two or more (orphans handed to this thread, when the process is a subreaper) make
+        it ambiguous: better a leak than a stranger killed.
+        """
+        new = set(_thread_children().split()) - set(before.split())
+        return int(new.pop()) if len(new) == 1 else None
+
+else:
+
+    def _thread_children() -> bytes:
+        return b""  # no way to see them: the lost-pid window stays open here
+
+    def _lost_child(before: bytes) -> int | None:
+        return None
+
+
+class _OwnedPopen(subprocess.Popen[bytes]):
+    """A ``Popen`` whose process we reap, and whose creation loses no process.
+
+    Its ``returncode`` is set (to 0, meaning nothing) as soon as the process exists, so
+    subprocess never queues the pid for its own reaping (which would ``waitpid()`` it behind
+    our back) and never warns about it when the object is dropped.
+
+    ``Popen._execute_child`` stores the pid only after fork (or vfork, where the parent
+    sleeps until the child execs) has returned, and then waits for the exec's result,
+    running a ``pre_exec`` hook meanwhile: an exception from a signal handler in either
+    place escapes with the process running and nobody to reap it. And with SIGCHLD ignored
+    or reaped by a handler, a failed exec leaves ``returncode`` None. Both are settled here.
+    """
+
+    def __init__(self, record: list[int], *args: Any, **kwargs: Any) -> None:
+        self._record = record
+        super().__init__(*args, **kwargs)
+
+    # *args: the signature differs between Python versions (3.11 added process_group).
+    def _execute_child(self, *args: Any, **kwargs: Any) -> None:
+        before = _thread_children()
+        try:
+            super()._execute_child(*args, **kwargs)  # type: ignore[misc]
+            self._record.append(self.pid)
+            self.returncode = 0
+        except BaseException:
+            try:
+                pid: int | None = self.pid
+                if pid is None:
+                    # Interrupted between fork returning and the pid being stored.
+                    pid = _lost_child(before)
+                # None: still ours, or (failed exec) reaped by somebody else; recorded: the
+                # caller undoes it. Set: Popen reaped it after a failed exec.
+                if pid is not None and self.returncode is None and pid not in self._record:
+                    undo_launches([pid])
+            finally:
+                if self.returncode is None:
+                    self.returncode = 0
+            raise
 
 
 def launch(spec: _Spec, env: dict[str, str] | None, stdio: tuple[int | None, ...]) -> int:
@@ -327,7 +507,13 @@ if sys.platform == "linux":
                 kwargs["setpgroup"] = spec.process_group
             if spec.new_session or terminal is not None:
                 kwargs["setsid"] = True
-            return os.posix_spawn(path, argv, environ, file_actions=actions, **kwargs)
+            spawn = partial(os.posix_spawn, file_actions=actions, **kwargs)
+            # A signal arriving while the kernel creates the process (the parent sleeps
+            # until the child execs) has its Python handler run as the call returns,
+            # before the pid is stored anywhere: list.extend() stores it from C first.
+            record = _current_record()
+            record.extend(map(spawn, (path,), (argv,), (environ,)))
+            return record[-1]
         finally:
             _close_all(copies)
 
@@ -428,12 +614,11 @@ def _popen_planned(spec: _Spec, env: dict[str, str] | None, stdio: tuple[int | N
     argv: list[StrOrBytesPath] = [spec.program if spec.arg0 is None else spec.arg0]
     argv.extend(spec.args)
 
+    # Taken here: on_long_lived_thread may run create() on another thread.
+    record = _current_record()
+
     def create() -> int:
-        popen = subprocess.Popen(argv, executable=spec.program, **kwargs)
-        # We own the reap. A Popen with a returncode set never queues the pid for
-        # subprocess's own cleanup (which would waitpid() it behind our back) and never warns.
-        popen.returncode = 0
-        return popen.pid
+        return _OwnedPopen(record, argv, executable=spec.program, **kwargs).pid
 
     if spec.die_with_parent:
         # PR_SET_PDEATHSIG fires when the forking *thread* exits: fork on one that lives.

@@ -24,6 +24,7 @@ import anyio
 from anyio.abc import ByteReceiveStream, ByteSendStream
 from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled
 
+from ._taskgroups import unwrap_single
 from ._waiters import grow_pipe, set_blocking
 from ._waiters._base import close_watched_fd
 
@@ -835,11 +836,18 @@ async def communicate(
     async def drain(name: str, stream: PipeReceiveStream) -> None:
         results[name] = await stream.read_all()
 
-    async with anyio.create_task_group() as tg:
-        if stdin is not None and not stdin.closed:
-            tg.start_soon(feed, stdin)
-        if stdout is not None:
-            tg.start_soon(drain, "stdout", stdout)
-        if stderr is not None:
-            tg.start_soon(drain, "stderr", stderr)
+    for stream in (stdout, stderr):
+        # Refused before anything starts, as receive() refuses: a half-fed child otherwise.
+        if stream is not None and stream.closed:
+            raise anyio.ClosedResourceError
+        if stream is not None and stream._busy:
+            raise anyio.BusyResourceError("reading from")
+    with unwrap_single():
+        async with anyio.create_task_group() as tg:
+            if stdin is not None and not stdin.closed:
+                tg.start_soon(feed, stdin)
+            if stdout is not None:
+                tg.start_soon(drain, "stdout", stdout)
+            if stderr is not None:
+                tg.start_soon(drain, "stderr", stderr)
     return results.get("stdout", b""), results.get("stderr", b"")
