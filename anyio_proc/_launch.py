@@ -224,18 +224,17 @@ class _OwnedPopen(subprocess.Popen[bytes]):
             self._record.append(self.pid)
             self.returncode = 0
         except BaseException:
-            try:
-                pid: int | None = self.pid
-                if pid is None:
-                    # Interrupted between fork returning and the pid being stored.
-                    pid = _lost_child(before)
-                # None: still ours, or (failed exec) reaped by somebody else; recorded: the
-                # caller undoes it. Set: Popen reaped it after a failed exec.
-                if pid is not None and self.returncode is None and pid not in self._record:
-                    undo_launches([pid])
-            finally:
-                if self.returncode is None:
-                    self.returncode = 0
+            # Set: Popen reaped the child after a failed exec. None: it still runs, or
+            # somebody else reaped it (SIGCHLD ignored): undo_launches tells which.
+            reaped = self.returncode is not None
+            self.returncode = 0  # first, so that whatever lands next, Popen never warns
+            pid: int | None = self.pid
+            if pid is None:
+                # Interrupted between fork returning and the pid being stored.
+                pid = _lost_child(before)
+            # Recorded: the caller undoes it.
+            if pid is not None and not reaped and pid not in self._record:
+                undo_launches([pid])
             raise
 
 
@@ -510,7 +509,8 @@ if sys.platform == "linux":
             spawn = partial(os.posix_spawn, file_actions=actions, **kwargs)
             # A signal arriving while the kernel creates the process (the parent sleeps
             # until the child execs) has its Python handler run as the call returns,
-            # before the pid is stored anywhere: list.extend() stores it from C first.
+            # before Python code can store the pid: map() and list.extend(), both C, call
+            # posix_spawn and store the pid with no bytecode in between.
             record = _current_record()
             record.extend(map(spawn, (path,), (argv,), (environ,)))
             return record[-1]

@@ -249,7 +249,9 @@ def start_child(cmd: Command, *, wait_policy: bool = False) -> Child:
             waiter = factory(pid)
         except ProcessLookupError:
             # Already exited and reaped by somebody else (a SIGCHLD handler calling
-            # waitpid(-1)): the pid may be recycled, so neither kill nor wait; status unknown.
+            # waitpid(-1)): the pid may be recycled, so neither kill nor wait (nor undo
+            # this spawn below); status unknown.
+            launched.clear()
             waiter = ReapedElsewhereWaiter(pid)
         # A child on a terminal leads its own session, hence its group.
         leads_group = spec.new_session or spec.process_group == 0 or plan.pty_slave is not None

@@ -448,21 +448,28 @@ async def test_cancellation_of_run_to_completion_is_not_converted() -> None:
 # -- Ctrl-C and leaving anyio.run, in a fresh interpreter ---------------------------------------
 
 HARNESS = """\
+import signal
 import sys
 import anyio
-from anyio_proc import Command, spawn
+from anyio_proc import Command, Stdio, spawn
 
+# Started as a background job of a non-interactive shell, we inherit SIGINT ignored, and
+# the test's Ctrl-C would do nothing: take the default back, as an interactive run has it.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 mode, backend, use_uvloop, pid_file = sys.argv[1:5]
 options = {"use_uvloop": True} if use_uvloop == "1" else {}
+# Not on our stdout and stderr: those are the test's pipes, which a surviving sleep would
+# hold open, so that reading them to the end never finishes.
+SLEEP = Command("sleep", "100").stdout(Stdio.NULL).stderr(Stdio.NULL)
 
 
 async def main():
     if mode == "drop":
-        child = await spawn(Command("sleep", "100").kill_on_drop())
+        child = await spawn(SLEEP.kill_on_drop())
         with open(pid_file, "w") as f:
             f.write(str(child.pid))
         return  # leaving anyio.run with the child still running
-    async with spawn(Command("sleep", "100")) as child:
+    async with spawn(SLEEP) as child:
         with open(pid_file, "w") as f:
             f.write(str(child.pid))
         if mode == "raise":
@@ -512,8 +519,13 @@ def _run_harness(mode: str, backend_id: str, tmp_path: Path) -> tuple[int, str, 
         _, stderr = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
+            # Not communicate(): it reads to end-of-file, which never comes while anything
+            # the harness started still holds the pipes. Killed, it exits at once.
             proc.kill()
-            proc.communicate()
+            proc.wait(10)
+        for pipe in (proc.stdout, proc.stderr):
+            assert pipe is not None
+            pipe.close()
     return proc.returncode, stderr.decode(errors="replace"), int(pid_file.read_text())
 
 
