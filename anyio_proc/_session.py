@@ -16,7 +16,9 @@ member is not our child, though: between reading its ``stat`` and signalling it,
 exit and its pid be reused by a stranger. So each one is opened as a pidfd first, its
 ``stat`` is read again through the same pid, and the signal goes through the pidfd: it
 reaches the process whose session we checked, or nothing. Without pidfds (Linux < 5.3,
-fds exhausted) the pid is checked by its start time just before ``kill``.
+fds exhausted) the pid is checked by its start time just before ``kill``; with the fd
+table full, ``/proc`` is still read, through the fd held in reserve for that
+(``_waiters/_proc_linux.py``).
 
 **What escapes:** a process that left the session (``setsid``, a daemon), which
 ``Command.kill_tree`` covers while it is still a descendant. And since the members are
@@ -53,6 +55,7 @@ if sys.platform == "linux":
     import signal
 
     from ._tree import pidfd_or_none
+    from ._waiters._proc_linux import proc_list, proc_read
 
     _SIGKILL = int(signal.SIGKILL)
     _SIGCONT = int(signal.SIGCONT)
@@ -71,15 +74,11 @@ if sys.platform == "linux":
     def _stat(pid: int | str) -> tuple[bytes, int, int, int] | None:
         """``(state, pgid, session, start time)`` of a process, or None if it is gone."""
         try:
-            fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+            data = proc_read(f"/proc/{pid}/stat")
         except OSError:
+            return None  # no fd even with the reserve's: missed, as if it had exited
+        if data is None:
             return None
-        try:
-            data = os.read(fd, 4096)
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
         # The command name may hold spaces and parentheses: parse after its last ')'.
         fields = data[data.rfind(b")") + 2 :].split()
         if len(fields) < 20:
@@ -91,8 +90,10 @@ if sys.platform == "linux":
         read. Zombies are left out: they wait only for their parent, and no signal reaches
         them."""
         try:
-            names = os.listdir("/proc")
+            names = proc_list("/proc")
         except OSError:
+            return None  # no fd even with the reserve's
+        if names is None:
             return None
         found = []
         for name in names:

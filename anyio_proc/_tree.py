@@ -31,6 +31,11 @@ signal through the pidfd succeeds, so the pidfd names that very process), and ev
 signal goes through it. Without pidfds (Linux < 5.3, or fds exhausted) the pid is paired with
 its start time from ``/proc/<pid>/stat`` and checked again before each signal.
 
+**A full fd table.** The walk's reads of ``/proc`` borrow the one fd held in reserve for
+that (``_waiters/_proc_linux.py``), so a tree is still found and signalled when the program
+has run out of fds; its descendants then go by pid and start time, since no pidfd can be
+opened.
+
 **What can still escape**, and is documented for users (docs/process_trees.md):
 
 - a process re-parented before the walk: a double fork whose middle process has already
@@ -88,6 +93,8 @@ if sys.platform == "linux":
     import select
     import signal
 
+    from ._waiters._proc_linux import proc_list, proc_read
+
     _SIGSTOP = int(signal.SIGSTOP)
     _SIGCONT = int(signal.SIGCONT)
     _SIGKILL = int(signal.SIGKILL)
@@ -100,20 +107,20 @@ if sys.platform == "linux":
     _use_pidfds = hasattr(os, "pidfd_open")
 
     def _read(path: str) -> bytes | None:
+        """A /proc file, or None if it cannot be read: its process is gone, or no fd is
+        free even with the reserve's (the walk then misses it, as it would a process that
+        exited)."""
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            return proc_read(path)
         except OSError:
             return None
-        chunks = []
+
+    def _list(path: str) -> list[str]:
+        """The names in a /proc directory; none if it cannot be read (as :func:`_read`)."""
         try:
-            # A children file can be long (a process with thousands of children).
-            while chunk := os.read(fd, 65536):
-                chunks.append(chunk)
+            return proc_list(path) or []
         except OSError:
-            return None
-        finally:
-            os.close(fd)
-        return b"".join(chunks)
+            return []
 
     def _stat(path: str) -> tuple[bytes, int, int] | None:
         """(state, ppid, start time) from a ``stat`` file, or None if it is gone."""
@@ -126,11 +133,7 @@ if sys.platform == "linux":
 
     def _stopped(pid: int) -> bool:
         """True when no thread of ``pid`` can run (stopped, traced, exited) or it is gone."""
-        try:
-            tids = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            return True
-        for tid in tids:
+        for tid in _list(f"/proc/{pid}/task"):  # none when gone: it cannot run
             stat = _stat(f"/proc/{pid}/task/{tid}/stat")
             if stat is not None and stat[0] not in (b"T", b"t", b"Z", b"X"):
                 return False
@@ -156,21 +159,13 @@ if sys.platform == "linux":
             return pairs
         if _CHILDREN_FILE:
             for parent in parents:
-                try:
-                    tids = os.listdir(f"/proc/{parent}/task")
-                except OSError:
-                    continue
                 # A child is listed under the thread that created it: read every thread.
-                for tid in tids:
+                for tid in _list(f"/proc/{parent}/task"):
                     data = _read(f"/proc/{parent}/task/{tid}/children") or b""
                     pairs.extend((parent, int(kid)) for kid in data.split())
             return pairs
         wanted = set(parents)
-        try:
-            names = os.listdir("/proc")
-        except OSError:  # EMFILE: this walk finds nothing more
-            return pairs
-        for name in names:
+        for name in _list("/proc"):
             if name.isdigit():
                 stat = _stat(f"/proc/{name}/stat")
                 if stat is not None and stat[1] in wanted:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import threading
@@ -15,6 +16,11 @@ import anyio.lowlevel
 from anyio import notify_closing as _notify_closing
 
 __all__ = ["ExitWaiter", "FdWaiter", "ReapedElsewhereWaiter", "close_watched_fd"]
+
+# A second waiter that cannot duplicate the fd (fd table full) polls it: often at first, the
+# child being likely to exit soon during a shutdown, then backing off to a light load.
+_POLL_FIRST = 0.001
+_POLL_MAX = 0.05
 
 
 class ExitWaiter(ABC):
@@ -119,11 +125,30 @@ class FdWaiter(ExitWaiter):
             return
         # anyio allows one reader per fd; a duplicate gives each extra task its own, and
         # "readable" is a property of the shared file description, so all of them wake.
-        extra = os.dup(self._fd)
+        try:
+            extra = os.dup(self._fd)
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                raise
+            # The fd table is full (the exit policy may be running just then): ask the
+            # kernel about the exit now and then instead, which needs no fd.
+            await self._poll_exit()
+            return
         try:
             await anyio.wait_readable(extra)
         finally:
             close_watched_fd(extra)
+
+    async def _poll_exit(self) -> None:
+        delay = _POLL_FIRST
+        while True:
+            try:
+                if self.poll(reap=False) is not None:
+                    return
+            except ChildProcessError:
+                return  # reaped elsewhere: the caller's own poll() reports it
+            await anyio.sleep(delay)
+            delay = min(delay * 2, _POLL_MAX)
 
     def close(self) -> None:
         close_watched_fd(self._fd)
