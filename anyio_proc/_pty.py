@@ -29,6 +29,7 @@ from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if
 
 from ._status import Output
 from ._streams import _READ_SIZE, _YIELD_EVERY, _PipeEnd
+from ._taskgroups import unwrap_single
 from ._waiters import set_blocking
 
 if TYPE_CHECKING:
@@ -409,19 +410,12 @@ async def output_with_terminal(child: Child, on_terminal: tuple[bool, bool, bool
     assert pty is not None
     stdin_on, stdout_on, stderr_on = on_terminal
     chunks: list[bytes] = []
-
-    async def read_terminal() -> None:
-        while True:
-            try:
-                chunks.append(await pty.receive())
-            except anyio.EndOfStream:
-                return
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(read_terminal)
-        if stdin_on:
-            await _type_end_of_file(pty)
-        piped = await child.wait_with_output()
+    with unwrap_single():
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_drain_terminal, pty, chunks)
+            if stdin_on:
+                await _type_end_of_file(pty)
+            piped = await child.wait_with_output()
     terminal = b"".join(chunks)
     return Output(
         piped.status,
@@ -438,18 +432,23 @@ async def status_with_terminal(child: Child, stdin_on_terminal: bool) -> ExitSta
     """
     pty = child.pty
     assert pty is not None
-
-    async def discard() -> None:
-        while True:
-            try:
-                await pty.receive()
-            except anyio.EndOfStream:
-                return
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(discard)
-        if stdin_on_terminal:
-            await _type_end_of_file(pty)
-        status = await child.wait()
-        tg.cancel_scope.cancel()  # returns at exit, as wait() does, not at end of file
+    with unwrap_single():
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_drain_terminal, pty, None)
+            if stdin_on_terminal:
+                await _type_end_of_file(pty)
+            status = await child.wait()
+            tg.cancel_scope.cancel()  # returns at exit, as wait() does, not at end of file
     return status
+
+
+async def _drain_terminal(pty: PtyStream, chunks: list[bytes] | None) -> None:
+    """Read the terminal to its end of file, keeping what it says in ``chunks`` (if any),
+    so a program writing more than the terminal buffers never blocks."""
+    while True:
+        try:
+            data = await pty.receive()
+        except anyio.EndOfStream:
+            return
+        if chunks is not None:
+            chunks.append(data)
