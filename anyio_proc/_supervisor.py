@@ -352,6 +352,9 @@ class Service:
         while True:
             run = await self._spawn(tg)
             try:
+                # Fired here, not in _spawn(): from now on _end_run() stops this process
+                # whatever happens, so nothing the event leads to can leave it to nobody.
+                sup._event(ServiceEvent(self.name, "spawned", pid=run.child.pid))
                 if not self._started and await self._wait_ready(run, deadline):
                     self._started = True
                     task_status.started(self)
@@ -408,7 +411,6 @@ class Service:
         # No checkpoint from the spawn to here: the child is always recorded.
         run = _Run(child, len(pipes))
         self._run = run
-        sup._event(ServiceEvent(self.name, "spawned", pid=child.pid))
         for (which, read_fd, write_fd), scope in zip(pipes, run.pump_scopes, strict=True):
             os.close(write_fd)  # the child has its copy; ours would keep end-of-file away
             tg.start_soon(self._pump, run, which, PipeReceiveStream(read_fd), scope)
@@ -503,26 +505,34 @@ class Service:
             await run.closed.wait()
             return
         run.closing = True
+        stopped = False
         try:
             with anyio.CancelScope(shield=True):
                 stopped = run.child.returncode is None
                 if stopped:
                     self._sup._event(ServiceEvent(self.name, "stopping", pid=run.child.pid))
                 await run.child.aclose()
-                status = await run.child.wait(close_stdin=False)
+                await run.child.wait(close_stdin=False)
         finally:
+            # Even when something got through the shield (a Ctrl-C on trio, a native
+            # asyncio cancel): aclose() has then killed and reaped the process. The
+            # service's task, which waits for `closed`, reads the status recorded here, and
+            # the exit is reported all the same (_event() never raises).
+            status = run.child.try_wait()
+            if status is not None:
+                self.status = status
+                self.stopped = stopped
             run.closed.set()
-        self.status = status
-        self.stopped = stopped
-        self._sup._event(
-            ServiceEvent(
-                self.name,
-                "exited",
-                status=status,
-                stopped=stopped,
-                escalated=run.child.escalated,
-            )
-        )
+            if status is not None:
+                self._sup._event(
+                    ServiceEvent(
+                        self.name,
+                        "exited",
+                        status=status,
+                        stopped=stopped,
+                        escalated=run.child.escalated,
+                    )
+                )
 
     def _restart_delay(self, status: ExitStatus, recent: deque[float]) -> float | None:
         """The delay before restarting, ``None`` for no restart; ServiceFailed past the limit."""
@@ -551,8 +561,10 @@ class Supervisor:
     default), except for services with a :class:`ReadyLine` check, whose lines are read and
     copied to our own stdout/stderr. ``on_event`` receives :class:`ServiceEvent` records
     (spawned, ready, exited, restarting, stopping, failed). Callbacks run in the event loop,
-    so they must not block; an exception from one stops every service and is raised out of
-    the block.
+    so they must not block. Whatever one raises stops every service and is raised out of
+    the block: an :class:`Exception`, and a ``BaseException`` too (``SystemExit`` from
+    ``sys.exit()``, ``KeyboardInterrupt`` from a Ctrl-C that lands in a callback, as it does
+    on trio, or a second one on asyncio while the first waits for a blocking callback).
 
     ``drain_timeout`` bounds how long output is still read after a process ended (a
     grandchild may keep the pipe open). ``clock``, ``sleep`` and ``rng`` are what the
@@ -562,7 +574,10 @@ class Supervisor:
     raised comes out as it was raised (``ServiceFailed`` from :meth:`start`, ``ValueError``,
     ``KeyboardInterrupt``, a cancellation...). A service that gives up (or a callback that
     raises) cancels the body and comes out bare too: its :class:`ServiceFailed` (or the
-    callback's exception); when several do, the first one. Only when the body raised
+    callback's exception); when several do, the first one, except that a callback's
+    ``SystemExit``, ``KeyboardInterrupt`` or other ``BaseException`` outranks an earlier
+    :class:`Exception` (a request to end the program is not dropped for an error; each
+    service keeps its own failure in ``failure``). Only when the body raised
     something other than a cancellation *and* a service gave up (or a callback raised) as
     well do the two come out together, in a :class:`BaseExceptionGroup` (an
     :class:`ExceptionGroup` when both are :class:`Exception`), the body's first; an
@@ -572,6 +587,10 @@ class Supervisor:
     service (shielded, bounded by their shutdown timeouts) before the exception propagates.
     A service that gave up in the meantime is not dropped for it: its ServiceFailed comes
     out instead of the cancellation, as an error from a task does out of a task group.
+    What gets through the shield during that shutdown (a Ctrl-C on trio, a native asyncio
+    ``Task.cancel()``) cuts short the exit policy of the service being stopped (killed and
+    reaped at once, see :meth:`Child.aclose`); the others are still stopped, in order,
+    before it propagates.
     """
 
     def __init__(
@@ -595,7 +614,7 @@ class Supervisor:
         self._services: list[Service] = []
         self._tg: TaskGroup | None = None
         self._closing = False
-        self._failure: Exception | None = None
+        self._failure: BaseException | None = None
 
     @property
     def services(self) -> list[Service]:
@@ -668,14 +687,30 @@ class Supervisor:
     async def _stop_all(self) -> None:
         # One at a time, latest first, re-reading the list each time: a service may have
         # spawned a process while an earlier one was being stopped.
-        while True:
-            for service in reversed(self._services):
-                run = service._run
-                if service._started and run is not None and not run.closing:
-                    await service._close_run(run)
-                    break
-            else:
-                return
+        error: BaseException | None = None
+        while (turn := self._next_to_stop()) is not None:
+            service, run = turn
+            try:
+                await service._close_run(run)
+            except BaseException as exc:
+                # Something got through the shield (a Ctrl-C on trio, a native asyncio
+                # cancel); that process is reaped all the same. The others are stopped
+                # before it propagates: each service's task waits for its turn here, and
+                # one left out would hang the block.
+                if error is None:
+                    error = exc
+        if error is not None:
+            try:
+                raise error
+            finally:
+                error = None  # no reference cycle through the traceback
+
+    def _next_to_stop(self) -> tuple[Service, _Run] | None:
+        for service in reversed(self._services):
+            run = service._run
+            if service._started and run is not None and not run.closing:
+                return service, run
+        return None
 
     async def start(
         self,
@@ -759,7 +794,7 @@ class Supervisor:
                 print(record.line, file=out, flush=True)
             else:
                 self._on_output(record)
-        except Exception as exc:
+        except BaseException as exc:
             # Our own copy to stdout fails like a callback (a closed stdout, a full disk):
             # raised from the reading task, it would come out wrapped in task groups.
             self._fail(exc)
@@ -769,16 +804,25 @@ class Supervisor:
             return
         try:
             self._on_event(event)
-        except Exception as exc:
+        except BaseException as exc:
             self._fail(exc)
 
-    def _fail(self, exc: Exception) -> None:
-        """Stop everything and raise ``exc`` out of the block (the first such error wins).
+    def _fail(self, exc: BaseException) -> None:
+        """Stop everything and raise ``exc`` out of the block (the first such error wins,
+        except that a ``SystemExit``, ``KeyboardInterrupt``... outranks an ``Exception``).
 
-        Errors from callbacks come here too rather than up through the service's task:
-        raised there, they would leave the process of that service to nobody.
+        Whatever a callback raises comes here rather than up through the code that called
+        it, BaseExceptions included (``sys.exit()`` in a callback, a Ctrl-C landing in one
+        on trio): raised there, it would leave that service's process to nobody, or leave
+        the ordered shutdown half done with the other services' tasks waiting for it.
         """
-        if self._failure is None:
+        if self._failure is None or (
+            isinstance(self._failure, Exception)
+            and not isinstance(exc, (Exception, anyio.get_cancelled_exc_class()))
+        ):
+            # A request to end the program is not dropped for an earlier error (which the
+            # service that failed keeps in its .failure); an error is not dropped for a
+            # cancellation, though, should a callback raise one.
             self._failure = exc
         assert self._tg is not None
         self._tg.cancel_scope.cancel()

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import os
 import random
+import select
 import signal
 import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import pytest
+import sniffio
 from anyio.lowlevel import checkpoint
 
 from anyio_proc import (
@@ -31,8 +35,12 @@ from anyio_proc import (
     ServiceFailed,
     Supervisor,
 )
+from anyio_proc._waiters import available_waiters
 
 from .helpers import PY, alive, group_members
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 if sys.version_info < (3, 11):
     # A dependency on 3.10 only, so it may be missing where the type checker runs.
@@ -801,3 +809,337 @@ def test_ctrl_c_comes_out_as_keyboard_interrupt(backend: str, use_uvloop: str) -
     assert "Warning" not in err, err
     assert len(pids) == 2
     assert not any(alive(pid) for pid in pids)  # stopped by the block before it returned
+
+
+# -- a callback that raises a BaseException: SystemExit, KeyboardInterrupt, GeneratorExit ----
+
+CALLBACK_KINDS = ["spawned", "ready", "restarting", "failed", "stopping", "exited", "output"]
+
+
+async def raising_callback_scenario(kind: str, error: BaseException, rec: Recorder) -> None:
+    """Two services; a callback raises ``error`` at ``kind`` of the second one (``output``:
+    at its first line). Leaves only by raising. (Also run by the KeyboardInterrupt harness.)"""
+
+    def on_event(event: ServiceEvent) -> None:
+        rec.events.append(event)
+        if event.service == "second" and event.kind == kind:
+            raise error
+
+    def on_output(line: OutputLine) -> None:
+        rec.lines.append(line)
+        if kind == "output" and line.service == "second":
+            raise error
+
+    async with Supervisor(on_output=on_output, on_event=on_event) as sup:
+        await sup.start("first", forever())
+        if kind == "ready":
+            await sup.start("second", forever(), ready=ReadyLine("^up$"))
+        elif kind == "restarting":
+            await sup.start("second", exits(1), restart="on-failure")
+        elif kind == "failed":
+            await sup.start("second", exits(0), restart="always", max_restarts=0)  # gives up
+        else:
+            await sup.start("second", forever())
+        if kind in ("stopping", "exited"):
+            return  # leaving the block: the shutdown raises it
+        await anyio.sleep_forever()
+
+
+class Abort(BaseException):
+    """A BaseException of the user's own: not an Exception, not a known one."""
+
+
+@pytest.mark.parametrize(
+    "make_error",
+    [lambda: SystemExit(5), GeneratorExit, Abort],
+    ids=["SystemExit", "GeneratorExit", "Abort"],
+)
+@pytest.mark.parametrize("kind", CALLBACK_KINDS)
+async def test_a_callback_raising_a_base_exception_stops_everything_and_it_comes_out(
+    kind: str, make_error: Callable[[], BaseException]
+) -> None:
+    # These used to escape from wherever the callback was called: at "spawned" the new
+    # process was left to nobody; at "stopping"/"exited" the ordered shutdown stopped half
+    # way and the block waited for ever, shielded, for a service nobody would close.
+    error = make_error()
+    rec = Recorder()
+    with anyio.fail_after(30), pytest.raises(type(error)) as info:
+        await raising_callback_scenario(kind, error, rec)
+    assert info.value is error  # bare: no group, no replacement
+    pids = rec.pids()
+    assert len(pids) >= 2
+    assert not any(alive(pid) for pid in pids)
+    # Every process was stopped by the supervisor or exited by itself, and "first", which
+    # runs until stopped, was stopped last: the ordered shutdown went to its end.
+    assert len(rec.kinds("exited")) == len(pids)
+    assert rec.kinds("stopping")[-1] == ("first", "stopping")
+
+
+async def test_a_base_exception_from_a_callback_outranks_an_earlier_error() -> None:
+    # A request to end the program (sys.exit() in a callback, a Ctrl-C landing in one on
+    # trio) is not dropped because a callback raised an ordinary error first.
+    rec = Recorder()
+
+    def on_output(line: OutputLine) -> None:
+        rec.lines.append(line)
+        if line.service == "second":
+            raise LookupError("first, an error")
+
+    def on_event(event: ServiceEvent) -> None:
+        rec.events.append(event)
+        if event.kind == "stopping":
+            raise SystemExit(3)
+
+    with anyio.fail_after(30), pytest.raises(SystemExit) as info:
+        async with Supervisor(on_output=on_output, on_event=on_event) as sup:
+            await sup.start("first", forever())
+            await sup.start("second", forever())
+            await anyio.sleep_forever()
+    assert info.value.code == 3
+    assert rec.kinds("stopping") == [("second", "stopping"), ("first", "stopping")]
+    assert not any(alive(pid) for pid in rec.pids())
+
+
+async def test_an_interrupt_through_the_shield_still_stops_the_other_services() -> None:
+    # A native asyncio Task.cancel() (what asyncio's first Ctrl-C does) gets through the
+    # shielded shutdown while the first service is being stopped: that one is killed at
+    # once, and the shutdown still stops the other before the cancellation propagates. It
+    # used to leave the ordered shutdown there, and the block waited for ever, shielded,
+    # for the other service's turn.
+    if sniffio.current_async_library() != "asyncio":
+        pytest.skip("a native Task.cancel() is asyncio's")
+    import asyncio
+
+    task = asyncio.current_task()
+    assert task is not None
+    rec = Recorder()
+    # It ignores SIGTERM: only the cut-short policy's SIGKILL ends it.
+    ignore_term = "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    stubborn = pycmd(f"{ignore_term}print('up', flush=True)\n{FOREVER}")
+
+    def on_event(event: ServiceEvent) -> None:
+        rec.events.append(event)
+        if event.service == "second" and event.kind == "stopping":
+            task.cancel()
+
+    with anyio.fail_after(30), pytest.raises(asyncio.CancelledError):
+        async with Supervisor(on_event=on_event) as sup:
+            await sup.start("first", forever())
+            await sup.start("second", stubborn, ready=ReadyLine("^up$"))
+    if sys.version_info >= (3, 11):
+        task.uncancel()  # caught here: the test's task goes on as if never cancelled
+    assert rec.kinds("stopping", "exited") == [
+        ("second", "stopping"),
+        ("second", "exited"),
+        ("first", "stopping"),
+        ("first", "exited"),
+    ]
+    assert sup["second"].status == -signal.SIGKILL  # its grace period was cut short
+    assert [e.escalated for e in rec.events if e.kind == "exited"] == [True, False]
+    assert sup["first"].status == -signal.SIGTERM  # stopped as usual
+    assert all(service.ended for service in sup.services)
+    assert not any(alive(pid) for pid in rec.pids())
+
+
+# KeyboardInterrupt, in a fresh interpreter: if it ever escaped again, it would end the
+# test run itself. Every scenario runs in turn; the harness checks its children after each.
+KEYBOARD_INTERRUPT_HARNESS = """\
+import ast, sys
+import anyio
+from tests.helpers import alive, children
+from tests.test_supervisor import Recorder, raising_callback_scenario
+
+backend, options = sys.argv[1], ast.literal_eval(sys.argv[2])
+for kind in sys.argv[3:]:
+    rec = Recorder()
+    try:
+        anyio.run(
+            raising_callback_scenario, kind, KeyboardInterrupt(), rec,
+            backend=backend, backend_options=options,
+        )
+    except BaseException as exc:
+        outcome = type(exc).__name__
+    else:
+        outcome = "nothing"
+    left = sorted({pid for pid in rec.pids() if alive(pid)} | set(children()))
+    print(kind, outcome, "left", *left, flush=True)
+"""
+
+HARNESS_BACKENDS = {
+    "asyncio": ("asyncio", {}),
+    "uvloop": ("asyncio", {"use_uvloop": True}),
+    "trio": ("trio", {}),
+}
+REPO = Path(__file__).resolve().parent.parent
+MARKER = "ANYIO_PROC_SUPERVISOR_TEST"
+
+
+def harness(script: str, token: str, backend_id: str, *args: str) -> subprocess.Popen[str]:
+    """``script`` in a fresh interpreter; what it starts inherits ``token`` (see strays())."""
+    backend, options = HARNESS_BACKENDS[backend_id]
+    # The exit waiter the test runs with is in our environment (ANYIO_PROC_WAITER).
+    env = {**os.environ, "PYTHONPATH": str(REPO), MARKER: token}
+    argv = [PY, "-X", "dev", "-W", "error", "-c", script, backend, repr(options), *args]
+    return subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+
+
+def finish(proc: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
+    """stdout and stderr of a harness, killed (and noted in stderr) past ``timeout``."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        return out, err + f"\nhung for {timeout} s"
+
+
+def strays(token: str) -> list[int]:
+    """Live processes a finished harness left behind (found by the marker in their
+    environment, wherever they were re-parented), killed here so a failure costs nothing."""
+    needle = f"{MARKER}={token}".encode()
+    found = []
+    for name in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                marked = needle in f.read().split(b"\0")
+        except OSError:
+            continue  # not a process, gone, or not ours to read
+        if marked and alive(int(name)):
+            os.kill(int(name), signal.SIGKILL)
+            found.append(int(name))
+    return found
+
+
+@pytest.mark.parametrize("waiter", available_waiters(), indirect=True)
+def test_keyboard_interrupt_from_a_callback_comes_out_after_stopping_everything(
+    waiter: str,
+) -> None:
+    token = f"{os.getpid()}-{time.monotonic_ns()}"
+    procs = {  # all at once: a hang costs the wait once
+        backend_id: harness(KEYBOARD_INTERRUPT_HARNESS, token, backend_id, *CALLBACK_KINDS)
+        for backend_id in HARNESS_BACKENDS
+    }
+    deadline = time.monotonic() + 40
+    problems = []
+    for backend_id, proc in procs.items():
+        out, err = finish(proc, max(0.1, deadline - time.monotonic()))
+        expected = [f"{kind} KeyboardInterrupt left" for kind in CALLBACK_KINDS]
+        if out.splitlines() != expected or proc.returncode != 0:
+            problems.append(f"{backend_id}: rc={proc.returncode}\n{out}{err[-1500:]}")
+    left = strays(token)
+    assert problems == []
+    assert left == []
+
+
+# A real Ctrl-C, while a callback is slow (blocks): on trio it raises KeyboardInterrupt in
+# the callback; asyncio's first Ctrl-C only asks the blocked loop to cancel the main task,
+# so the user presses again, and that one raises it in the callback.
+CTRL_C_IN_A_CALLBACK = """\
+import ast, signal, sys, time
+import anyio
+from anyio_proc import Command, ReadyLine, Stdio, Supervisor
+
+backend, options, kind = sys.argv[1], ast.literal_eval(sys.argv[2]), sys.argv[3]
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as run from a terminal
+
+
+def slow():
+    print("in callback", flush=True)
+    time.sleep(60)
+
+
+def on_event(event):
+    if event.kind == "spawned":
+        print("pid", event.pid, flush=True)
+    if event.service == "second" and event.kind == kind:
+        slow()
+
+
+def on_output(line):
+    if kind == "output" and line.service == "second":
+        slow()
+
+
+async def main():
+    loops_handler = signal.getsignal(signal.SIGINT)  # the event loop's own, installed by now
+
+    def told(signum, frame):
+        loops_handler(signum, frame)
+        print("sigint handled", flush=True)  # and nothing raised
+
+    signal.signal(signal.SIGINT, told)
+    cmd = Command("sh", "-c", "echo up; exec sleep 100").stdin(Stdio.NULL)
+    async with Supervisor(on_output=on_output, on_event=on_event) as sup:
+        await sup.start("first", cmd)
+        await sup.start("second", cmd, ready=ReadyLine("^up$"))
+        if kind not in ("stopping", "exited"):
+            await anyio.sleep_forever()
+
+
+try:
+    anyio.run(main, backend=backend, backend_options=options)
+except BaseException as exc:
+    print("raised", type(exc).__name__, flush=True)
+"""
+
+
+class Lines:
+    """A harness's stdout, line by line, each wait bounded."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        self.fd = proc.stdout.fileno()
+        self.buffer = b""
+        self.seen: list[str] = []
+
+    def next(self, deadline: float) -> str | None:
+        """The next line, or None at end of file or past the deadline."""
+        while b"\n" not in self.buffer:
+            ready = select.select([self.fd], [], [], max(0.0, deadline - time.monotonic()))
+            data = os.read(self.fd, 4096) if ready[0] else b""
+            if not data:
+                return None
+            self.buffer += data
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        self.seen.append(line.decode())
+        return self.seen[-1]
+
+
+def ctrl_c_in_a_callback(backend_id: str, kind: str) -> str:
+    """Run the harness, Ctrl-C it in its slow callback; what went wrong, or ''."""
+    token = f"{os.getpid()}-{time.monotonic_ns()}-{backend_id}"
+    proc = harness(CTRL_C_IN_A_CALLBACK, token, backend_id, kind)
+    lines = Lines(proc)
+    pids: list[int] = []
+    presses = 0
+    out = err = ""
+    try:
+        deadline = time.monotonic() + 20
+        while (line := lines.next(deadline)) is not None:
+            if line.startswith("pid "):
+                pids.append(int(line.split()[1]))
+            elif line == "in callback" or (line == "sigint handled" and backend_id != "trio"):
+                proc.send_signal(signal.SIGINT)
+                presses += 1
+            elif line.startswith("raised"):
+                break
+        out, err = finish(proc, max(0.1, deadline - time.monotonic()))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        left = strays(token)  # orphans: re-parented, not ours to reap
+    ok = lines.seen[-1:] == ["raised KeyboardInterrupt"] and len(pids) == 2 and not left
+    if ok and presses == (1 if backend_id == "trio" else 2):
+        return ""
+    return f"{backend_id}: presses={presses} left={left} {lines.seen} {out}{err[-1500:]}"
+
+
+@pytest.mark.parametrize("waiter", available_waiters(), indirect=True)
+@pytest.mark.parametrize("kind", ["spawned", "ready", "output", "stopping", "exited"])
+def test_ctrl_c_landing_in_a_slow_callback(kind: str, waiter: str) -> None:
+    with ThreadPoolExecutor(len(HARNESS_BACKENDS)) as pool:  # at once: a hang costs once
+        problems = list(pool.map(ctrl_c_in_a_callback, HARNESS_BACKENDS, [kind] * 3))
+    assert [p for p in problems if p] == []
