@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -33,6 +34,15 @@ BACKENDS: list[Any] = [
 @pytest.fixture(params=BACKENDS)
 def anyio_backend(request: pytest.FixtureRequest) -> Any:
     return request.param
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Started as a background job of a non-interactive shell (a CI script's `cmd &`), the
+    # suite inherits SIGINT ignored, and so would every child: a REPL on a terminal would
+    # shrug off Ctrl-C. A handled signal is reset to the default at exec, so restoring
+    # Python's own handler here gives the children the disposition the tests assume.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
