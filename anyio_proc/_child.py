@@ -445,11 +445,14 @@ class Child(Process):
             self._closed = True
             self._close_streams()
             return False
-        done = self._claim_policy()
-        if done is None:
-            await self._wait_for_policy()
-            return False
+        done: anyio.Event | None = None
+        # Everything inside the try: trio raises KeyboardInterrupt at any bytecode of code
+        # that is not protected, the claim included.
         try:
+            done = self._claim_policy()
+            if done is None:
+                await self._wait_for_policy()
+                return False
             if self._wait_policy:
                 await self._close_and_wait()
                 return False
@@ -460,9 +463,12 @@ class Child(Process):
             return self._escalated
         except BaseException:
             self._kill_and_reap_now()
+            if done is None:
+                self._close_streams()
             raise
         finally:
-            self._release_policy(done)
+            if done is not None:
+                self._release_policy(done)
 
     def _claim_policy(self) -> anyio.Event | None:
         """Make the caller the one who applies the policy: the event to set when it is done,
