@@ -67,7 +67,7 @@ NOTES_VAR = "ANYIO_PROC_TEST_NOTES"
 # group ("group") or in a session of its own ("session", reached only by kill_tree).
 # SIG_IGN survives exec, so the sleep ignores SIGTERM without any code of its own.
 CHILD = """\
-import os, shutil, signal, sys
+import os, shutil, signal, sys, threading
 
 NOTES = os.environ["ANYIO_PROC_TEST_NOTES"]
 
@@ -107,7 +107,18 @@ grandchildren = [
 signal.signal(signal.SIGTERM, on_term)
 note(" ".join(["child", str(os.getpid()), *map(str, grandchildren)]))
 if "relay" in sys.argv:
-    sys.stdin.readline()  # a later pipeline stage: up once the one before is
+    # A later pipeline stage: up once the one before is, and from then on it passes the
+    # earlier stage's output on, so a harness watching the last stage sees every "term".
+    sys.stdin.buffer.readline()
+
+    def relay():
+        for line in sys.stdin.buffer:
+            try:
+                os.write(1, line)
+            except OSError:
+                return
+
+    threading.Thread(target=relay, daemon=True).start()
 print("up", flush=True)
 while True:
     signal.pause()
@@ -144,6 +155,9 @@ async def read_until(stream, token):
     data = b""
     while token not in data:
         data += await stream.receive()
+
+
+STAGES = {"child": 1, "pipeline": 2}
 
 
 def command(what):
@@ -184,10 +198,12 @@ async def anyio_run_process():
     await run_process(argv())
 
 
-async def on_term(running, action):
-    # Another task watches the output while the block's exit policy runs: the child says
-    # "term" when the grace period has begun.
-    await read_until(running.stdout, b"term\\n")
+async def on_term(running, action, stages):
+    # Another task watches the output while the block's exit policy runs: each process says
+    # "term" when its grace period has begun (a pipeline's last stage relays the others').
+    data = b""
+    while data.count(b"term\\n") < stages:
+        data += await running.stdout.receive()
     action()
 
 
@@ -195,7 +211,7 @@ async def task_cancel(what):
     me = asyncio.current_task()
     async with spawn(command(what).stdout_piped()) as running:
         await read_until(running.stdout, b"up\\n")
-        watcher = asyncio.create_task(on_term(running, me.cancel))
+        watcher = asyncio.create_task(on_term(running, me.cancel, STAGES[what]))
         say("leaving")
     say(f"not cancelled {watcher}")
 
@@ -205,7 +221,8 @@ async def asyncio_timeout(what):
         async with spawn(command(what).stdout_piped()) as running:
             await read_until(running.stdout, b"up\\n")
             now = asyncio.get_running_loop().time
-            watcher = asyncio.create_task(on_term(running, lambda: timeout.reschedule(now())))
+            expire = lambda: timeout.reschedule(now())  # noqa: E731
+            watcher = asyncio.create_task(on_term(running, expire, STAGES[what]))
             say("leaving")
     say(f"no timeout {watcher}")
 
