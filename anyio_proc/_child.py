@@ -168,6 +168,30 @@ class Child(Process):
     def stderr(self) -> PipeReceiveStream | None:
         return self._stderr
 
+    def take_stdout(self) -> PipeReceiveStream:
+        """Take the stdout pipe over: from now on it is yours to read and to close.
+
+        The exit policy closes the pipes it owns once the child is reaped, dropping whatever
+        the child wrote last and nobody had read yet (a server's goodbye). A stream taken
+        over stays open through the policy, so a reader can go on to end-of-file after the
+        block; close it (``async with`` or ``aclose()``) when done. Afterwards
+        :attr:`stdout` is ``None``.
+
+        Raises :exc:`RuntimeError` if stdout is not piped or was already taken.
+        """
+        stream, self._stdout = self._take(self._stdout, "stdout"), None
+        return stream
+
+    def take_stderr(self) -> PipeReceiveStream:
+        """Take the stderr pipe over, as :meth:`take_stdout` does stdout."""
+        stream, self._stderr = self._take(self._stderr, "stderr"), None
+        return stream
+
+    def _take(self, stream: PipeReceiveStream | None, which: str) -> PipeReceiveStream:
+        if stream is None:
+            raise RuntimeError(f"{which} is not piped, or was taken already")
+        return stream
+
     @property
     def returncode(self) -> int | None:
         """``None`` while running, else as ``subprocess``: negative for a signal.

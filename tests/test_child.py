@@ -883,3 +883,38 @@ def test_no_output_by_default() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout == b""
     assert done.stderr == b""
+
+
+# -- taking a pipe over ---------------------------------------------------------------------
+
+GOODBYE = "import signal, sys, time\n" + (
+    "def bye(*_):\n"
+    "    sys.stdout.write('goodbye\\n'); sys.stderr.write('err-bye\\n'); sys.exit(0)\n"
+    "signal.signal(signal.SIGTERM, bye)\n"
+    "print('up', flush=True)\n"
+    "while True: time.sleep(1)\n"
+)
+
+
+async def test_a_taken_pipe_outlives_the_exit_policy_with_the_last_words() -> None:
+    # Without take_stdout() the policy closes the pipe once the child is reaped, and what
+    # the child said in its SIGTERM handler is lost unless read in time.
+    cmd = Command(sys.executable, "-c", GOODBYE).stdout_piped().stderr_piped()
+    async with spawn(cmd) as child:
+        out, err = child.take_stdout(), child.take_stderr()
+        assert child.stdout is None and child.stderr is None
+        seen = b""
+        while b"up\n" not in seen:
+            seen += await out.receive()
+    async with out, err:
+        assert (seen + await out.read_all()).splitlines() == [b"up", b"goodbye"]
+        assert await err.read_all() == b"err-bye\n"
+
+
+async def test_taking_a_pipe_twice_or_one_never_piped_is_an_error() -> None:
+    async with spawn(Command("true").stdout_piped()) as child:
+        child.take_stdout()
+        with pytest.raises(RuntimeError, match="stdout"):
+            child.take_stdout()
+        with pytest.raises(RuntimeError, match="stderr"):
+            child.take_stderr()
