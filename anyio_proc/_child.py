@@ -17,21 +17,21 @@ import anyio
 from anyio.abc import Process
 from anyio.lowlevel import checkpoint
 
-from ._session import Session
+from ._os.groups import group_has_members, signal_group
+from ._os.session import Session
+from ._os.signals import SIGKILL as _SIGKILL
+from ._os.tree import Descendants
 from ._status import ExitStatus, Output
 from ._streams import communicate
-from ._tree import Descendants
-from ._waiters import SIGKILL as _SIGKILL
-from ._waiters import group_has_members, signal_group
 
 if TYPE_CHECKING:
     import re
     from collections.abc import Sequence
     from typing import AnyStr
 
+    from ._os.waiters import ExitWaiter
     from ._pty import PtyStream
     from ._streams import PipeReceiveStream, PipeSendStream
-    from ._waiters import ExitWaiter
 
 __all__ = ["Child", "shut_down_all", "user_stacklevel"]
 

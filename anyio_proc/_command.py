@@ -370,7 +370,7 @@ class Command:
 
         Raises :class:`ValueError` here, at the builder, on systems other than Linux.
         """
-        from ._tree import PARENT_DEATH_SIGNAL
+        from ._os.tree import PARENT_DEATH_SIGNAL
 
         if flag and not PARENT_DEATH_SIGNAL:
             raise ValueError(

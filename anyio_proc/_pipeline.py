@@ -18,10 +18,10 @@ from anyio.abc import Process
 
 from ._child import shut_down_all, user_stacklevel
 from ._command import Command, Stdio, StdioArg, _path_arg, _stdio
+from ._os.pipes import set_blocking
 from ._spawn import SpawnContext, start_child
 from ._status import ExitStatus, Output
 from ._streams import PipeReceiveStream, PipeSendStream, _PipeEnd, communicate
-from ._waiters import set_blocking
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

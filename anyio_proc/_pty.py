@@ -27,10 +27,10 @@ import anyio
 from anyio.abc import ByteStream
 from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled
 
+from ._os.pipes import set_blocking
 from ._status import Output
 from ._streams import _READ_SIZE, _YIELD_EVERY, _PipeEnd
 from ._taskgroups import unwrap_single
-from ._waiters import set_blocking
 
 if TYPE_CHECKING:
     from ._child import Child
@@ -93,7 +93,7 @@ else:
     import fcntl
     import termios
 
-    from . import _launch
+    from ._os import launch as _launch
 
     def _set_size(fd: int, rows: int, cols: int) -> None:
         fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))

@@ -14,11 +14,12 @@ from anyio.lowlevel import checkpoint_if_cancelled
 
 from ._child import Child
 from ._command import Command, Stdio, StdioArg, StrOrBytesPath
-from ._launch import launch, record_launches, undo_launches
+from ._os.launch import launch, record_launches, undo_launches
+from ._os.pipes import set_blocking
+from ._os.waiters import select_waiter
+from ._os.waiters.base import ExitWaiter, ReapedElsewhereWaiter
 from ._pty import PtyStream, launch_pty, open_pty
 from ._streams import PipeReceiveStream, PipeSendStream, _PipeEnd
-from ._waiters import select_waiter, set_blocking
-from ._waiters._base import ExitWaiter, ReapedElsewhereWaiter
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator, Sequence

@@ -24,9 +24,9 @@ import anyio
 from anyio.abc import ByteReceiveStream, ByteSendStream
 from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled
 
+from ._os.pipes import grow_pipe, set_blocking
+from ._os.waiters.base import close_watched_fd
 from ._taskgroups import unwrap_single
-from ._waiters import grow_pipe, set_blocking
-from ._waiters._base import close_watched_fd
 
 __all__ = ["OutputLimitExceeded", "PipeReceiveStream", "PipeSendStream", "communicate"]
 

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 import anyio
 from anyio import TASK_STATUS_IGNORED
 
+from ._os.pipes import set_blocking
 from ._streams import PipeReceiveStream
-from ._waiters import set_blocking
 
 if sys.version_info < (3, 11):
     # A dependency on 3.10 only, so it may be missing where the type checker runs.

@@ -17,7 +17,7 @@ import anyio
 import hypothesis  # noqa: F401  (imported before gc.freeze(): its start-up checks use gc)
 import pytest
 
-from anyio_proc._waiters import ENV_VAR, available_waiters
+from anyio_proc._os.waiters import ENV_VAR, available_waiters
 
 from .helpers import children, join_our_threads, kill_and_reap, open_fds
 

@@ -19,7 +19,7 @@ import anyio
 import pytest
 
 from anyio_proc import Child, Command, ExitStatus, spawn
-from anyio_proc._waiters import available_waiters
+from anyio_proc._os.waiters import available_waiters
 
 from .helpers import alive, children, group_members, proc_state, py
 

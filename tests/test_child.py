@@ -24,7 +24,7 @@ import anyio.abc
 import pytest
 
 from anyio_proc import Child, Command, ExitStatus, ProcessFailed, Stdio, spawn
-from anyio_proc._waiters import available_waiters
+from anyio_proc._os.waiters import available_waiters
 
 from .helpers import (
     alive,
@@ -887,7 +887,8 @@ def test_no_output_by_default() -> None:
 
 # -- taking a pipe over ---------------------------------------------------------------------
 
-GOODBYE = "import signal, sys, time\n" + (
+GOODBYE = (
+    "import signal, sys, time\n"
     "def bye(*_):\n"
     "    sys.stdout.write('goodbye\\n'); sys.stderr.write('err-bye\\n'); sys.exit(0)\n"
     "signal.signal(signal.SIGTERM, bye)\n"
@@ -902,7 +903,8 @@ async def test_a_taken_pipe_outlives_the_exit_policy_with_the_last_words() -> No
     cmd = Command(sys.executable, "-c", GOODBYE).stdout_piped().stderr_piped()
     async with spawn(cmd) as child:
         out, err = child.take_stdout(), child.take_stderr()
-        assert child.stdout is None and child.stderr is None
+        assert child.stdout is None
+        assert child.stderr is None
         seen = b""
         while b"up\n" not in seen:
             seen += await out.receive()

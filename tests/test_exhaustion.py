@@ -28,7 +28,7 @@ import anyio
 import pytest
 
 from anyio_proc import Command, spawn
-from anyio_proc._waiters import ENV_VAR, available_waiters
+from anyio_proc._os.waiters import ENV_VAR, available_waiters
 
 BACKENDS = ["asyncio", "uvloop", "trio"]
 SLOW_STEP = re.compile(r"^Executing <.*> took [0-9.]+ seconds$")

@@ -6,7 +6,7 @@ policy must still reach everything it covers: the members of the child's process
 the jobs of its session (a child on a terminal), the descendants ``kill_tree`` walks to,
 and it must still honour the grace period when another task is already waiting for the
 child. The ``/proc`` walks do it by borrowing the one fd held in reserve for them
-(``_waiters/_proc_linux.py``); a second waiter that cannot duplicate the exit fd polls.
+(``_os/procfs.py``); a second waiter that cannot duplicate the exit fd polls.
 
 The table is filled in this process (the soft limit lowered first, so that stays cheap)
 and restored when the block ends. Everything the test needs to look at afterwards is
@@ -32,9 +32,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 
-import anyio_proc._tree
+import anyio_proc._os.tree
 from anyio_proc import Child, Command, ExitStatus, spawn
-from anyio_proc._waiters import group_has_members
+from anyio_proc._os.groups import group_has_members
 
 from .helpers import poll_until, py
 
@@ -219,7 +219,7 @@ async def test_kill_tree_descendants_are_stopped_with_the_fd_table_full(
     # descendant's start time before signalling it): each descendant must be found, get
     # SIGTERM, and SIGKILL after the grace period if it ignores SIGTERM (a second walk).
     if walk == "/proc scan":  # as without CONFIG_PROC_CHILDREN: every /proc/<pid>/stat
-        monkeypatch.setattr(anyio_proc._tree, "_CHILDREN_FILE", False)
+        monkeypatch.setattr(anyio_proc._os.tree, "_CHILDREN_FILE", False)
     ignoring = setsid == "ignores SIGTERM"
     cmd = (
         Command("sh", "-c", TREE, "tree", SETSID_RUNS[setsid])
@@ -367,7 +367,8 @@ async def test_waits_started_with_the_fd_table_full_see_the_exit() -> None:
 
 HARNESS = """\
 import errno, json, os, resource, subprocess, sys, threading
-from anyio_proc._waiters import _proc_linux, group_has_members
+from anyio_proc._os import procfs as _proc_linux
+from anyio_proc._os.groups import group_has_members
 
 def fill():
     highest = max(int(name) for name in os.listdir("/proc/self/fd"))

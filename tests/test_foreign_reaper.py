@@ -159,7 +159,7 @@ async def test_child_reaped_before_its_waiter_exists(monkeypatch: pytest.MonkeyP
     # of its waiter: pidfd_open then fails with ESRCH, and the pid may already be recycled,
     # so spawning must neither fail nor kill/wait that pid. Found by the handler test below.
     import anyio_proc._spawn as spawn_module
-    from anyio_proc._launch import launch as real_launch
+    from anyio_proc._os.launch import launch as real_launch
 
     reaped: list[int] = []
 

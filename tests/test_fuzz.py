@@ -35,7 +35,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from anyio_proc import Child, Command, OutputLimitExceeded, Stdio, spawn
-from anyio_proc._waiters import available_waiters
+from anyio_proc._os.waiters import available_waiters
 
 from .helpers import children, group_members, join_our_threads, open_fds, proc_state
 

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pytest
 
 import anyio_proc
-from anyio_proc._waiters import available_waiters
+from anyio_proc._os.waiters import available_waiters
 
 from .test_cancel import HARNESS_BACKENDS, _wait_until_idle_in_event_loop
 from .test_tree import Strays, doomed, strays  # noqa: F401  (strays: a fixture)

@@ -45,7 +45,7 @@ import anyio.lowlevel
 import pytest
 
 from anyio_proc import Command, Stdio, spawn
-from anyio_proc._waiters import available_waiters
+from anyio_proc._os.waiters import available_waiters
 
 # -- the harness (this file run as a script) --------------------------------------------------
 

@@ -21,7 +21,7 @@ import anyio.abc
 import pytest
 
 from anyio_proc import Child, Command, PtyStream, Stdio, spawn
-from anyio_proc._session import Session
+from anyio_proc._os.session import Session
 
 from .helpers import children, open_fds, poll_until, proc_state, py
 

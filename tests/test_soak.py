@@ -25,7 +25,7 @@ import anyio
 import pytest
 
 from anyio_proc import Command, spawn
-from anyio_proc._waiters import available_waiters
+from anyio_proc._os.waiters import available_waiters
 
 from .helpers import children, open_fds
 

@@ -35,7 +35,7 @@ from anyio_proc import (
     ServiceFailed,
     Supervisor,
 )
-from anyio_proc._waiters import available_waiters
+from anyio_proc._os.waiters import available_waiters
 
 from .helpers import PY, alive, group_members
 

@@ -17,7 +17,7 @@ import anyio.to_thread
 import pytest
 
 from anyio_proc import Child, Command, ExitStatus, spawn
-from anyio_proc._waiters import available_waiters
+from anyio_proc._os.waiters import available_waiters
 
 from .helpers import children
 

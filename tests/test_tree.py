@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 
-import anyio_proc._tree
+import anyio_proc._os.tree
 from anyio_proc import Child, Command, spawn
 
 from .helpers import PY, alive, group_members, poll_until
@@ -169,8 +169,8 @@ def walk(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
     """The walk as on this kernel, and as without pidfds (Linux < 5.3, fds exhausted) and
     without ``/proc/<pid>/task/<tid>/children`` (CONFIG_PROC_CHILDREN unset)."""
     if request.param == "pids+scan":
-        monkeypatch.setattr(anyio_proc._tree, "_use_pidfds", False)
-        monkeypatch.setattr(anyio_proc._tree, "_CHILDREN_FILE", False)
+        monkeypatch.setattr(anyio_proc._os.tree, "_use_pidfds", False)
+        monkeypatch.setattr(anyio_proc._os.tree, "_CHILDREN_FILE", False)
     return str(request.param)
 
 
@@ -317,7 +317,7 @@ def test_a_descendant_is_named_by_its_parent_and_start_time() -> None:
     # What keeps a signal from reaching a process that reused a descendant's pid: it is
     # adopted only as the child of the (stopped) process it was listed under, and without a
     # pidfd, signalled only while its start time still matches.
-    tree_mod: Any = anyio_proc._tree
+    tree_mod: Any = anyio_proc._os.tree
     sleeper = subprocess.Popen(["sleep", "100"])
     try:
         assert tree_mod._adopt(sleeper.pid, 1) is None  # not init's child: a stranger
@@ -496,7 +496,7 @@ async def test_die_with_parent_when_the_parent_died_before_arming(
 ) -> None:
     # The parent can die between fork and prctl; the child then belongs to init already and
     # the signal would never come. Simulated by making the expected parent someone else.
-    monkeypatch.setattr(anyio_proc._tree, "_parent_pid", lambda: 1)
+    monkeypatch.setattr(anyio_proc._os.tree, "_parent_pid", lambda: 1)
     ran = tmp_path / "ran"
     cmd = Command("sh", "-c", f"touch {shlex.quote(str(ran))}").die_with_parent()
     assert await cmd.status() == -signal.SIGKILL
@@ -504,7 +504,7 @@ async def test_die_with_parent_when_the_parent_died_before_arming(
 
 
 def test_die_with_parent_is_refused_where_it_cannot_work(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(anyio_proc._tree, "PARENT_DEATH_SIGNAL", False)
+    monkeypatch.setattr(anyio_proc._os.tree, "PARENT_DEATH_SIGNAL", False)
     with pytest.raises(ValueError, match="die_with_parent"):
         Command("true").die_with_parent()
     assert Command("true").die_with_parent(False) == Command("true")

@@ -32,7 +32,7 @@ signal goes through it. Without pidfds (Linux < 5.3, or fds exhausted) the pid i
 its start time from ``/proc/<pid>/stat`` and checked again before each signal.
 
 **A full fd table.** The walk's reads of ``/proc`` borrow the one fd held in reserve for
-that (``_waiters/_proc_linux.py``), so a tree is still found and signalled when the program
+that (``procfs.py``), so a tree is still found and signalled when the program
 has run out of fds; its descendants then go by pid and start time, since no pidfd can be
 opened.
 
@@ -63,7 +63,7 @@ from typing import Any
 
 import anyio
 
-from ._waiters._base import close_watched_fd
+from .waiters.base import close_watched_fd
 
 __all__ = [
     "PARENT_DEATH_SIGNAL",
@@ -93,7 +93,7 @@ if sys.platform == "linux":
     import select
     import signal
 
-    from ._waiters._proc_linux import proc_list, proc_read
+    from .procfs import proc_list, proc_read
 
     _SIGSTOP = int(signal.SIGSTOP)
     _SIGCONT = int(signal.SIGCONT)

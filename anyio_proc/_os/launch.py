@@ -33,12 +33,12 @@ from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from ._tree import on_long_lived_thread, parent_death_pre_exec
+from .tree import on_long_lived_thread, parent_death_pre_exec
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from ._command import StrOrBytesPath, _Spec
+    from .._command import StrOrBytesPath, _Spec
 
 __all__ = ["DEVNULL", "STDOUT", "StdioTarget", "launch", "record_launches", "undo_launches"]
 

@@ -17,8 +17,8 @@ import anyio
 assert sys.platform != "win32"
 assert sys.platform != "darwin" or sys.version_info >= (3, 13)  # it needs waitid(WNOWAIT)
 
-from ._base import FdWaiter  # noqa: E402
-from ._posix import waitid_returncode  # noqa: E402
+from .base import FdWaiter  # noqa: E402
+from .posix import waitid_returncode  # noqa: E402
 
 __all__ = ["ThreadWaiter"]
 

@@ -14,8 +14,8 @@ import sys
 assert sys.platform != "linux"
 assert sys.platform != "win32"
 
-from ._base import FdWaiter  # noqa: E402
-from ._posix import waitid_returncode  # noqa: E402
+from .base import FdWaiter  # noqa: E402
+from .posix import waitid_returncode  # noqa: E402
 
 __all__ = ["KqueueWaiter", "available"]
 

@@ -18,7 +18,7 @@ exit and its pid be reused by a stranger. So each one is opened as a pidfd first
 reaches the process whose session we checked, or nothing. Without pidfds (Linux < 5.3,
 fds exhausted) the pid is checked by its start time just before ``kill``; with the fd
 table full, ``/proc`` is still read, through the fd held in reserve for that
-(``_waiters/_proc_linux.py``).
+(``procfs.py``).
 
 **What escapes:** a process that left the session (``setsid``, a daemon), which
 ``Command.kill_tree`` covers while it is still a descendant. And since the members are
@@ -54,8 +54,8 @@ _POLL_MAX = 0.05
 if sys.platform == "linux":
     import signal
 
-    from ._tree import pidfd_or_none
-    from ._waiters._proc_linux import proc_list, proc_read
+    from .procfs import proc_list, proc_read
+    from .tree import pidfd_or_none
 
     _SIGKILL = int(signal.SIGKILL)
     _SIGCONT = int(signal.SIGCONT)

@@ -11,7 +11,7 @@ import sys
 
 import anyio.to_thread
 
-from ._base import ExitWaiter
+from .base import ExitWaiter
 
 assert sys.platform == "win32"
 

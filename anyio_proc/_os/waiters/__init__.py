@@ -11,18 +11,9 @@ import os
 import sys
 from collections.abc import Callable
 
-from ._base import ExitWaiter
+from .base import ExitWaiter
 
-__all__ = [
-    "SIGKILL",
-    "ExitWaiter",
-    "available_waiters",
-    "group_has_members",
-    "grow_pipe",
-    "select_waiter",
-    "set_blocking",
-    "signal_group",
-]
+__all__ = ["ExitWaiter", "available_waiters", "select_waiter"]
 
 ENV_VAR = "ANYIO_PROC_WAITER"
 
@@ -33,22 +24,22 @@ def _factories() -> dict[str, WaiterFactory]:
     """Mechanisms usable on this system, best first."""
     found: dict[str, WaiterFactory] = {}
     if sys.platform == "win32":
-        from ._windows import WindowsWaiter
+        from .windows import WindowsWaiter
 
         found["windows"] = WindowsWaiter
     else:
         if sys.platform == "linux":
-            from . import _pidfd
+            from . import pidfd as _pidfd
 
             if _pidfd.available():
                 found["pidfd"] = _pidfd.PidfdWaiter
         else:
-            from . import _kqueue
+            from . import kqueue as _kqueue
 
             if _kqueue.available():
                 found["kqueue"] = _kqueue.KqueueWaiter
         if sys.platform != "darwin" or sys.version_info >= (3, 13):  # needs waitid(WNOWAIT)
-            from ._thread import ThreadWaiter
+            from .thread import ThreadWaiter
 
             found["thread"] = ThreadWaiter
     return found
@@ -75,41 +66,3 @@ def select_waiter() -> WaiterFactory:
         raise RuntimeError(
             f"{ENV_VAR}={forced!r} is {what}; choose one of {', '.join(_FACTORIES)}"
         ) from None
-
-
-# The few process calls that differ by OS, so no other module needs a platform check.
-if sys.platform == "win32":
-    import signal as _signal
-
-    SIGKILL = int(_signal.SIGTERM)  # Windows terminates for every signal
-
-    def set_blocking(fd: int, blocking: bool) -> None:
-        raise NotImplementedError("pipes to a child are not supported on Windows yet")
-
-    def signal_group(pgid: int, sig: int) -> None:
-        raise ProcessLookupError("Windows has no process groups to signal")
-
-    def group_has_members(pgid: int, leader: int) -> bool | None:
-        return False
-
-    def grow_pipe(fd: int) -> None:
-        pass
-
-else:
-    import signal as _signal
-
-    SIGKILL = int(_signal.SIGKILL)
-    set_blocking = os.set_blocking
-    signal_group = os.killpg
-
-    if sys.platform == "linux":
-        from ._pipe_linux import grow_pipe
-        from ._proc_linux import group_has_members
-    else:
-
-        def grow_pipe(fd: int) -> None:
-            """Pipe capacity is fixed outside Linux."""
-
-        def group_has_members(pgid: int, leader: int) -> bool | None:
-            """Without /proc the members of a group cannot be listed: unknown."""
-            return None
