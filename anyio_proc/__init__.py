@@ -10,17 +10,16 @@ from __future__ import annotations
 
 from ._child import Child as Child
 from ._command import Command as Command
-from ._command import Stdio as Stdio
-from ._command import StdioArg as StdioArg
+from ._command import spawn as spawn
 from ._compat import open_process as open_process
 from ._compat import run_process as run_process
 from ._pipeline import Pipeline as Pipeline
-from ._pipeline import PipelineChild as PipelineChild
-from ._pipeline import PipelineSpawnContext as PipelineSpawnContext
-from ._pipeline import PipelineStatus as PipelineStatus
+from ._pipeline_run import PipelineChild as PipelineChild
+from ._pipeline_run import PipelineStatus as PipelineStatus
 from ._pty import PtyStream as PtyStream
 from ._spawn import SpawnContext as SpawnContext
-from ._spawn import spawn as spawn
+from ._spec import Stdio as Stdio
+from ._spec import StdioArg as StdioArg
 from ._status import ExitStatus as ExitStatus
 from ._status import Output as Output
 from ._status import ProcessFailed as ProcessFailed
@@ -49,7 +48,6 @@ __all__ = [
     "PipeSendStream",
     "Pipeline",
     "PipelineChild",
-    "PipelineSpawnContext",
     "PipelineStatus",
     "ProcessFailed",
     "PtyStream",

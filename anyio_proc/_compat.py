@@ -12,14 +12,16 @@ import os
 import subprocess
 import sys
 import warnings
+from dataclasses import replace
 from typing import IO, TYPE_CHECKING, Any
 
 import anyio
 from anyio import TASK_STATUS_IGNORED
 from anyio.lowlevel import checkpoint_if_cancelled
 
-from ._command import Command, StrOrBytesPath
+from ._command import Command
 from ._spawn import start_child
+from ._spec import StrOrBytesPath, respecified, spec_of
 from ._status import ProcessFailed
 from ._taskgroups import unwrap_single
 
@@ -102,9 +104,9 @@ def _command(
     if umask >= 0:
         cmd = cmd.umask(umask)
     if creationflags:
-        cmd = cmd._with(creation_flags=creationflags)
+        cmd = respecified(cmd, replace(spec_of(cmd), creation_flags=creationflags))
     if startupinfo is not None:
-        cmd = cmd._with(startupinfo=startupinfo)
+        cmd = respecified(cmd, replace(spec_of(cmd), startupinfo=startupinfo))
     return cmd
 
 
@@ -146,7 +148,7 @@ async def open_process(
         extra_groups=extra_groups, umask=umask,
     )  # fmt: skip
     await checkpoint_if_cancelled()
-    return start_child(cmd, wait_policy=True)
+    return start_child(spec_of(cmd), wait_policy=True)
 
 
 async def terminate_then_kill(child: Child) -> None:

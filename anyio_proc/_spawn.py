@@ -6,80 +6,34 @@ import logging
 import os
 import subprocess
 from functools import partial
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio.lowlevel
 from anyio.abc import AsyncResource
 from anyio.lowlevel import checkpoint_if_cancelled
 
 from ._child import Child
-from ._command import Command, Stdio, StdioArg, StrOrBytesPath
 from ._os.launch import launch, record_launches, undo_launches
 from ._os.pipes import set_blocking
 from ._os.waiters import select_waiter
 from ._os.waiters.base import ExitWaiter, ReapedElsewhereWaiter
 from ._pty import PtyStream, launch_pty, open_pty
+from ._spec import Spec, Stdio, StdioArg
 from ._streams import PipeReceiveStream, PipeSendStream, _PipeEnd
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Generator, Sequence
+    from collections.abc import Callable, Generator
     from types import TracebackType
 
-    from ._pipeline import Pipeline, PipelineChild
 
-__all__ = ["SpawnContext", "spawn"]
+__all__ = ["SpawnContext", "spawn_spec", "start_child"]
 
 logger = logging.getLogger("anyio_proc")
 
 
-@overload
-def spawn(cmd: Pipeline) -> SpawnContext[PipelineChild]: ...
-@overload
-def spawn(cmd: Command | Sequence[StrOrBytesPath] | StrOrBytesPath) -> SpawnContext[Child]: ...
-def spawn(
-    cmd: Command | Pipeline | Sequence[StrOrBytesPath] | StrOrBytesPath,
-) -> SpawnContext[Child] | SpawnContext[PipelineChild]:
-    """Start ``cmd``; use the result with ``async with`` or ``await`` it.
-
-    ``async with spawn(cmd) as child:`` binds the process to the block: leaving it, however
-    that happens, applies the exit policy (close stdin, shutdown signal, grace period,
-    SIGKILL) and reaps the child. ``child = await spawn(cmd)`` hands ownership to the
-    caller, who must ``await child.aclose()`` (or use ``async with child``).
-
-    ``cmd`` is a :class:`Command`, a sequence of program and arguments, or a program name
-    (a ``str`` is never a shell line; use :meth:`Command.shell`). A :class:`Pipeline`
-    starts all of its processes, or none, and gives a :class:`PipelineChild`.
-
-    Raises :class:`RuntimeError` when called outside a running event loop, the OS error
-    (``FileNotFoundError``, ``PermissionError``, ``NotADirectoryError``, ``OSError``) with
-    the program named when the process cannot be started, and :class:`ValueError` for stdio
-    or ``pass_fds`` that name closed fds. Nothing is left open when it raises.
-
-    **Cancellation:** spawning is not cancellable half-way: a cancellation seen before the
-    process exists prevents it; once it exists, the caller gets it (or the block shuts it
-    down), so no child is ever orphaned.
-    """
-    try:
-        anyio.lowlevel.current_token()
-    except RuntimeError:
-        raise RuntimeError(
-            "spawn() needs a running event loop: call it from async code run by "
-            "anyio.run(), asyncio.run() or trio.run()"
-        ) from None
-    if isinstance(cmd, Command):
-        return SpawnContext(partial(start_child, cmd))
-    from ._pipeline import Pipeline, start_pipeline
-
-    if isinstance(cmd, Pipeline):
-        return SpawnContext(partial(start_pipeline, cmd))
-    if isinstance(cmd, (str, bytes, os.PathLike)):
-        cmd = Command(cmd)
-    else:
-        argv = list(cmd)
-        if not argv:
-            raise ValueError("cannot spawn an empty argument list")
-        cmd = Command(argv[0], *argv[1:])
-    return SpawnContext(partial(start_child, cmd))
+def spawn_spec(spec: Spec) -> SpawnContext[Child]:
+    """What ``spawn(cmd)`` returns for a command."""
+    return SpawnContext(partial(start_child, spec))
 
 
 _Running = TypeVar("_Running", bound=AsyncResource)
@@ -95,6 +49,13 @@ class SpawnContext(Generic[_Running]):
     __slots__ = ("_launch", "_running")
 
     def __init__(self, launch: Callable[[], _Running]) -> None:
+        try:
+            anyio.lowlevel.current_token()
+        except RuntimeError:
+            raise RuntimeError(
+                "spawn() needs a running event loop: call it from async code run by "
+                "anyio.run(), asyncio.run() or trio.run()"
+            ) from None
         self._launch = launch
         self._running: _Running | None = None
 
@@ -198,10 +159,10 @@ def _resolve_stdio(value: StdioArg | None, which: str, plan: _Plan) -> int | Non
     return fd
 
 
-def _name_program(exc: OSError, cmd: Command) -> None:
+def _name_program(exc: OSError, spec: Spec) -> None:
     """Make an OS error from spawning say which program it was about."""
-    program = os.fsdecode(cmd._spec.program)
-    cwd = cmd._spec.cwd
+    program = os.fsdecode(spec.program)
+    cwd = spec.cwd
     if exc.filename is None:
         exc.filename = program
     elif cwd is not None and os.fsdecode(exc.filename) == os.fsdecode(cwd):
@@ -210,9 +171,8 @@ def _name_program(exc: OSError, cmd: Command) -> None:
         exc.strerror = f"{exc.strerror} (running {program!r})"
 
 
-def start_child(cmd: Command, *, wait_policy: bool = False) -> Child:
+def start_child(spec: Spec, *, wait_policy: bool = False) -> Child:
     """Create the process and its ``Child``; leaves nothing open if it raises."""
-    spec = cmd._spec
     factory = select_waiter()
     plan = _Plan(spec.pty_size)
     launched = record_launches()
@@ -228,15 +188,15 @@ def start_child(cmd: Command, *, wait_policy: bool = False) -> Child:
             for fd in spec.pass_fds:
                 _check_open(fd, "pass_fds")
             if plan.pty_slave is None:
-                pid = launch(spec, cmd._environment(), stdio)
+                pid = launch(spec, spec.environment(), stdio)
             else:
-                pid = launch_pty(spec, cmd._environment(), stdio, plan.pty_slave)
+                pid = launch_pty(spec, spec.environment(), stdio, plan.pty_slave)
         except OSError as exc:  # from our pipes (EMFILE) as much as from the spawn itself
-            _name_program(exc, cmd)
+            _name_program(exc, spec)
             raise
         except subprocess.SubprocessError as exc:
             raise subprocess.SubprocessError(
-                f"pre_exec raised in the child of {cmd!r}; nothing was run"
+                f"pre_exec raised in the child of {spec.display()}; nothing was run"
             ) from exc
         # The process exists. Until a Child owns it, anything raised here (EMFILE for the
         # pidfd, or an interrupt from a signal handler: Ctrl-C, a timeout's SIGALRM) kills
@@ -265,7 +225,7 @@ def start_child(cmd: Command, *, wait_policy: bool = False) -> Child:
         Child.__init__(
             child,
             waiter=waiter,
-            args=cmd.argv,
+            args=spec.argv,
             stdin=stdin,  # type: ignore[arg-type]
             stdout=stdout,  # type: ignore[arg-type]
             stderr=stderr,  # type: ignore[arg-type]
@@ -279,7 +239,7 @@ def start_child(cmd: Command, *, wait_policy: bool = False) -> Child:
             wait_policy=wait_policy,
         )
         if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("spawned pid %d: %s", pid, list(cmd.argv))
+            logger.debug("spawned pid %d: %s", pid, list(spec.argv))
         return child
     except BaseException:
         try:

@@ -76,7 +76,8 @@ def test_or_builds_an_immutable_pipeline() -> None:
     assert piped.commands[-1] == c.stdout_piped()
     assert repr(ab) == "Command('a') | Command('b', '-x')"
     assert repr(Pipeline(a)) == "Pipeline(Command('a'))"
-    for name in ("Pipeline", "PipelineChild", "PipelineStatus", "PipelineSpawnContext"):
+    assert "PipelineSpawnContext" not in anyio_proc.__all__  # SpawnContext[PipelineChild]
+    for name in ("Pipeline", "PipelineChild", "PipelineStatus"):
         assert name in anyio_proc.__all__
         assert getattr(anyio_proc, name).__module__ == "anyio_proc"
 
@@ -370,14 +371,15 @@ async def test_a_bad_redirection_fails_before_any_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from anyio_proc._spawn import start_child
+    from anyio_proc._spec import Spec
 
-    started: list[Command] = []
+    started: list[Spec] = []
 
-    def counting(cmd: Command) -> Child:
-        started.append(cmd)
-        return start_child(cmd)
+    def counting(spec: Spec) -> Child:
+        started.append(spec)
+        return start_child(spec)
 
-    monkeypatch.setattr("anyio_proc._pipeline.start_child", counting)
+    monkeypatch.setattr("anyio_proc._pipeline_run.start_child", counting)
     base = Command("sleep", "100") | Command("sleep", "100")
     with pytest.raises(FileNotFoundError):
         await spawn(base.stdout_file(tmp_path / "missing-dir" / "out"))
