@@ -13,6 +13,7 @@ from ._command import Command as Command
 from ._command import spawn as spawn
 from ._compat import open_process as open_process
 from ._compat import run_process as run_process
+from ._limits import OutputLimitExceeded as OutputLimitExceeded
 from ._pipeline import Pipeline as Pipeline
 from ._pipeline_run import PipelineChild as PipelineChild
 from ._pipeline_run import PipelineStatus as PipelineStatus
@@ -23,27 +24,15 @@ from ._spec import StdioArg as StdioArg
 from ._status import ExitStatus as ExitStatus
 from ._status import Output as Output
 from ._status import ProcessFailed as ProcessFailed
-from ._streams import OutputLimitExceeded as OutputLimitExceeded
 from ._streams import PipeReceiveStream as PipeReceiveStream
 from ._streams import PipeSendStream as PipeSendStream
-from ._supervisor import Backoff as Backoff
-from ._supervisor import OutputLine as OutputLine
-from ._supervisor import ReadyLine as ReadyLine
-from ._supervisor import ReadyPort as ReadyPort
-from ._supervisor import Restart as Restart
-from ._supervisor import Service as Service
-from ._supervisor import ServiceEvent as ServiceEvent
-from ._supervisor import ServiceFailed as ServiceFailed
-from ._supervisor import Supervisor as Supervisor
 
 __all__ = [
-    "Backoff",
     "Child",
     "Command",
     "ExitStatus",
     "Output",
     "OutputLimitExceeded",
-    "OutputLine",
     "PipeReceiveStream",
     "PipeSendStream",
     "Pipeline",
@@ -51,16 +40,9 @@ __all__ = [
     "PipelineStatus",
     "ProcessFailed",
     "PtyStream",
-    "ReadyLine",
-    "ReadyPort",
-    "Restart",
-    "Service",
-    "ServiceEvent",
-    "ServiceFailed",
     "SpawnContext",
     "Stdio",
     "StdioArg",
-    "Supervisor",
     "open_process",
     "run_process",
     "spawn",

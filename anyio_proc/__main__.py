@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._cli import run
+from anyio_proc.services._cli import run
 
 if __name__ == "__main__":
     run()

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any, overload
 
 from anyio import TASK_STATUS_IGNORED
 
+from ._os.pdeathsig import check_supported as check_die_with_parent
+from ._os.pty import check_size
 from ._os.shell import shell_argv
-from ._os.tree import PARENT_DEATH_SIGNAL
 from ._pipeline import Pipeline, PipelineChild, spawn_pipeline
-from ._pty import check_size
 from ._run import run_output, run_status
 from ._spawn import SpawnContext, spawn_spec
 from ._spec import (
@@ -210,8 +210,8 @@ class Command(Specified):
 
         Raises :class:`ValueError` here, at the builder, on systems other than Linux.
         """
-        if flag and not PARENT_DEATH_SIGNAL:
-            raise ValueError("die_with_parent() needs Linux (prctl PR_SET_PDEATHSIG)")
+        if flag:
+            check_die_with_parent()
         return self._with(die_with_parent=bool(flag))
 
     def uid(self, uid: int) -> Command:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import warnings
 from dataclasses import replace
 from typing import IO, TYPE_CHECKING, Any
@@ -19,7 +18,9 @@ import anyio
 from anyio import TASK_STATUS_IGNORED
 from anyio.lowlevel import checkpoint_if_cancelled
 
+from ._child import kill_and_reap_now, wait_exited
 from ._command import Command
+from ._os.users import group_id, user_id
 from ._spawn import start_child
 from ._spec import StrOrBytesPath, respecified, spec_of
 from ._status import ProcessFailed
@@ -40,21 +41,13 @@ _DEFAULT_CANCEL_GRACE = 5.0
 def _resolve_user(user: str | int) -> int:
     if isinstance(user, int):
         return user
-    if sys.platform == "win32":
-        raise ValueError("user is only supported on POSIX")
-    import pwd
-
-    return pwd.getpwnam(user).pw_uid  # KeyError for an unknown name, as in subprocess
+    return user_id(user)  # KeyError for an unknown name, as in subprocess
 
 
 def _resolve_group(group: str | int) -> int:
     if isinstance(group, int):
         return group
-    if sys.platform == "win32":
-        raise ValueError("group is only supported on POSIX")
-    import grp
-
-    return grp.getgrnam(group).gr_gid
+    return group_id(group)
 
 
 def _command(
@@ -257,13 +250,13 @@ async def _deliver_cancel(
                     await deliver_cancel(child)
 
                 tg.start_soon(deliver)
-                await child._wait_exited()
+                await wait_exited(child)
                 tg.cancel_scope.cancel()
     finally:
         if child.try_wait() is None:
             child.kill()
             try:
-                await child._wait_exited()
+                await wait_exited(child)
             except BaseException:
-                child._kill_and_reap_now()  # a second interrupt: no awaiting any more
+                kill_and_reap_now(child)  # a second interrupt: no awaiting any more
                 raise

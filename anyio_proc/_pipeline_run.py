@@ -12,13 +12,22 @@ from typing import TYPE_CHECKING, Any, cast
 
 from anyio.abc import Process
 
-from ._child import shut_down_all, user_stacklevel
+from ._child import discard, shut_down_all, user_stacklevel, warn_escalated
+from ._communicate import communicate
 from ._os.memfile import memory_file
 from ._os.pipes import set_blocking
 from ._spawn import start_child
 from ._spec import Specified, Stdio, StdioArg, spec_of
 from ._status import ExitStatus, Output
-from ._streams import PipeReceiveStream, PipeSendStream, _PipeEnd, communicate
+from ._streams import (
+    PipeEnd,
+    PipeReceiveStream,
+    PipeSendStream,
+    close_now,
+    fd_for_child,
+    handed_over,
+    not_handed_over,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -219,9 +228,9 @@ class PipelineChild(Process):
             escalated = await shut_down_all(self._children)
         finally:
             if self._stderr is not None:
-                self._stderr._close()
+                close_now(self._stderr)
         if escalated:
-            escalated[0]._warn_escalated(self, user_stacklevel())
+            warn_escalated(escalated[0], self, user_stacklevel())
 
     async def __aenter__(self) -> PipelineChild:
         return self
@@ -242,16 +251,6 @@ def _open_redirect(redirect: FileRedirect | BytesInput, reading: bool) -> int:
     return os.open(redirect.path, flags | getattr(os, "O_CLOEXEC", 0), 0o666)
 
 
-def _discard(child: Child) -> None:
-    """Undo a stage that started when a later one could not: kill it, reap it, close it."""
-    child.kill()  # its whole group, if it leads one
-    child._kill_now_and_reap()
-    child._closed = True
-    for stream in (child.stdin, child.stdout, child.stderr):
-        if stream is not None:
-            stream._close()
-
-
 def start_pipeline(spec: PipelineSpec) -> PipelineChild:
     """Start every stage, or none: on failure the started ones are killed and reaped and
     every fd opened here is closed before the error propagates."""
@@ -260,7 +259,7 @@ def start_pipeline(spec: PipelineSpec) -> PipelineChild:
     owned: set[int] = set()  # fds to close in the parent whatever happens
     children: list[Child] = []
     stderr_stream: PipeReceiveStream | None = None
-    handed: _PipeEnd | None = None
+    handed: PipeEnd | None = None
 
     def track(fd: int) -> int:
         owned.add(fd)
@@ -283,11 +282,11 @@ def start_pipeline(spec: PipelineSpec) -> PipelineChild:
             stderr_arg = track(write_fd)
         elif isinstance(spec.stderr, FileRedirect):
             stderr_arg = track(_open_redirect(spec.stderr, False))
-        elif isinstance(spec.stderr, _PipeEnd):
+        elif isinstance(spec.stderr, PipeEnd):
             # Every stage writes to it: hand the stream over once, after the last spawn,
             # or the first stage's spawn would close it under the others.
             handed = spec.stderr
-            stderr_arg = handed._fd_for_child()
+            stderr_arg = fd_for_child(handed)
         else:
             stderr_arg = spec.stderr
         # Blocking pipes, non-inheritable (so no stage holds another's ends open and every
@@ -313,16 +312,16 @@ def start_pipeline(spec: PipelineSpec) -> PipelineChild:
                 release(pipes[index][1])
     except BaseException:
         if handed is not None:
-            handed._not_handed_over()
+            not_handed_over(handed)
         for child in children:
-            _discard(child)
+            discard(child)
         for fd in owned:
             os.close(fd)
         if stderr_stream is not None:
-            stderr_stream._close()
+            close_now(stderr_stream)
         raise
     for fd in owned:
         os.close(fd)
     if handed is not None:
-        handed._handed_over()
+        handed_over(handed)
     return PipelineChild(children, stderr_stream, pipefail=spec.pipefail)

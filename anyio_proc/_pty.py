@@ -5,158 +5,33 @@ terminal, so the line discipline does for it what a terminal window does: echo, 
 editing, Ctrl-C as SIGINT to the foreground process group, SIGWINCH on resize, SIGHUP when
 the terminal goes away. We keep the master side as one bidirectional byte stream.
 
-On Linux, when the other options allow ``posix_spawn``, the child opens the slave by name
-right after ``setsid`` (a session leader without a controlling terminal acquires the first
-terminal it opens), so no Python code runs between fork and exec; otherwise ``Popen``
-runs ``setsid`` and a ``TIOCSCTTY`` hook.
+Making the terminal and starting the child on it is OS work, in ``_os/pty.py``; here are
+the stream over our side and the drains of ``Command.output()``/``status()``.
 """
 
 from __future__ import annotations
 
 import codecs
-import errno
 import math
-import os
 import re
-import struct
-import sys
-from dataclasses import replace
-from typing import TYPE_CHECKING, AnyStr
+from typing import AnyStr
 
 import anyio
 from anyio.abc import ByteStream
 from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled
 
-from ._os.pipes import set_blocking
-from ._status import Output
-from ._streams import _READ_SIZE, _YIELD_EVERY, _PipeEnd
-from ._taskgroups import unwrap_single
+from ._os.pty import check_size, eof_char, get_size, is_hangup, set_size
+from ._streams import READ_SIZE, YIELD_EVERY, PipeEnd, close_now
 
-if TYPE_CHECKING:
-    from ._child import Child
-    from ._command import _Spec
-    from ._status import ExitStatus
+__all__ = ["PtyStream"]
 
-__all__ = [
-    "PtyStream",
-    "check_size",
-    "launch_pty",
-    "open_pty",
-    "output_with_terminal",
-    "status_with_terminal",
-]
-
-_MAX_DIMENSION = 0xFFFF  # struct winsize holds unsigned shorts
-_DEFAULT_SIZE = (24, 80)
 # How much of the unmatched output an expect() error quotes.
 _QUOTED_TAIL = 200
 # expect(): the least new output worth a search while reads keep returning data at once.
 _SEARCH_STEP = 65536
 
 
-def check_size(rows: object, cols: object) -> tuple[int, int]:
-    """Validate a terminal size; ``(rows, cols)``."""
-    for name, value in (("rows", rows), ("cols", cols)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-        if not 1 <= value <= _MAX_DIMENSION:
-            raise ValueError(f"{name} must be between 1 and {_MAX_DIMENSION}, not {value}")
-    return rows, cols  # type: ignore[return-value]
-
-
-def _is_hangup(exc: OSError) -> bool:
-    # Linux reads EIO from a master whose slave side is closed everywhere; that is the
-    # terminal's end of file, not an error.
-    return exc.errno == errno.EIO
-
-
-if sys.platform == "win32":
-
-    def open_pty(size: tuple[int, int] | None) -> tuple[int, int]:
-        raise ValueError("pseudo-terminals (Stdio.PTY, Command.pty) need a POSIX system")
-
-    def launch_pty(
-        spec: _Spec, env: dict[str, str] | None, stdio: tuple[int | None, ...], slave: int
-    ) -> int:
-        raise ValueError("pseudo-terminals (Stdio.PTY, Command.pty) need a POSIX system")
-
-    def _set_size(fd: int, rows: int, cols: int) -> None:
-        raise ValueError("pseudo-terminals need a POSIX system")
-
-    def _get_size(fd: int) -> tuple[int, int]:
-        raise ValueError("pseudo-terminals need a POSIX system")
-
-    def _eof_char(fd: int) -> bytes:
-        return b"\x04"
-
-else:
-    import fcntl
-    import termios
-
-    from ._os import launch as _launch
-
-    def _set_size(fd: int, rows: int, cols: int) -> None:
-        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-
-    def _get_size(fd: int) -> tuple[int, int]:
-        packed = fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8)
-        rows, cols, _, _ = struct.unpack("HHHH", packed)
-        return rows, cols
-
-    def _eof_char(fd: int) -> bytes:
-        try:
-            char = termios.tcgetattr(fd)[6][termios.VEOF]
-        except (termios.error, IndexError):
-            return b"\x04"
-        return char if isinstance(char, bytes) and char else b"\x04"
-
-    def open_pty(size: tuple[int, int] | None) -> tuple[int, int]:
-        """A new terminal of ``size`` (rows, cols): ``(master, slave)``, both ours and not
-        inheritable; the master non-blocking."""
-        master, slave = os.openpty()
-        try:
-            rows, cols = size or _DEFAULT_SIZE
-            _set_size(slave, rows, cols)
-            set_blocking(master, False)
-        except BaseException:
-            os.close(master)
-            os.close(slave)
-            raise
-        return master, slave
-
-    def launch_pty(
-        spec: _Spec, env: dict[str, str] | None, stdio: tuple[int | None, ...], slave: int
-    ) -> int:
-        """Start the child in a new session with ``slave`` as its controlling terminal,
-        installed at each stdio position where ``stdio`` names it."""
-        if spec.process_group is not None:
-            raise ValueError(
-                "a child on a pseudo-terminal leads its own session and process group; "
-                "process_group() cannot be combined with it"
-            )
-        spec = replace(spec, new_session=True)
-        targets = [target for target, fd in enumerate(stdio) if fd == slave]
-        if sys.platform == "linux" and _launch._posix_spawn_can(spec, stdio):
-            try:
-                return _launch._posix_spawn(spec, env, stdio, terminal=slave)
-            except OSError as exc:
-                # As in _launch: glibc refuses fds above a lowered RLIMIT_NOFILE (EBADF)
-                # before creating anything; Popen gives the real answer.
-                if exc.errno != errno.EBADF:
-                    raise
-        first = targets[0]
-        user_hook = spec.pre_exec
-
-        def take_terminal() -> None:
-            # Popen has run setsid() and installed stdio by now.
-            fcntl.ioctl(first, termios.TIOCSCTTY, 0)
-            if user_hook is not None:
-                user_hook()
-
-        return _launch.launch(replace(spec, pre_exec=take_terminal), env, stdio)
-
-
-class PtyStream(_PipeEnd, ByteStream):
+class PtyStream(PipeEnd, ByteStream):
     """Our side (the master) of a child's pseudo-terminal: one bidirectional byte stream.
 
     What is sent is typed at the terminal (the line discipline echoes it and turns Ctrl-C
@@ -178,7 +53,7 @@ class PtyStream(_PipeEnd, ByteStream):
 
     # -- reading ---------------------------------------------------------------------------
 
-    async def receive(self, max_bytes: int = _READ_SIZE) -> bytes:
+    async def receive(self, max_bytes: int = READ_SIZE) -> bytes:
         """Return at least one byte of the program's output, waiting until some arrive.
 
         Data an :meth:`expect` call received but did not consume comes first. Raises
@@ -192,7 +67,7 @@ class PtyStream(_PipeEnd, ByteStream):
     def _read_error(self, exc: OSError) -> Exception:
         # Linux reads EIO from a master whose slave side is closed everywhere: that is the
         # terminal's end of file, not an error.
-        return anyio.EndOfStream() if _is_hangup(exc) else anyio.BrokenResourceError()
+        return anyio.EndOfStream() if is_hangup(exc) else anyio.BrokenResourceError()
 
     async def expect(
         self,
@@ -279,7 +154,7 @@ class PtyStream(_PipeEnd, ByteStream):
             if due and (match := self._search_new(compiled, encoding)) is not None:
                 return match, waited
             try:
-                data = self._read_now(_READ_SIZE)
+                data = self._read_now(READ_SIZE)
             except anyio.EndOfStream:
                 if (match := self._search_new(compiled, encoding)) is not None:
                     return match, waited
@@ -296,7 +171,7 @@ class PtyStream(_PipeEnd, ByteStream):
                 continue
             self._buffer += data
             immediate += 1
-            if immediate == _YIELD_EVERY:
+            if immediate == YIELD_EVERY:
                 # A program writing faster than we read never makes us wait: yield now
                 # and then, or nothing else runs and the timeout never fires.
                 immediate = 0
@@ -351,7 +226,7 @@ class PtyStream(_PipeEnd, ByteStream):
         fd = self._fd
         if fd < 0:
             raise anyio.ClosedResourceError
-        await self.send(_eof_char(fd))
+        await self.send(eof_char(fd))
 
     # -- the terminal ----------------------------------------------------------------------
 
@@ -361,7 +236,7 @@ class PtyStream(_PipeEnd, ByteStream):
         fd = self._fd
         if fd < 0:
             raise anyio.ClosedResourceError
-        _set_size(fd, rows, cols)
+        set_size(fd, rows, cols)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -369,86 +244,15 @@ class PtyStream(_PipeEnd, ByteStream):
         fd = self._fd
         if fd < 0:
             raise anyio.ClosedResourceError
-        return _get_size(fd)
+        return get_size(fd)
 
     async def aclose(self) -> None:
         """Close our side; a program still attached gets SIGHUP, as when a terminal window
         closes."""
-        self._close()
+        close_now(self)
         self._buffer.clear()
         await checkpoint()
 
 
 # -- Command.output() and Command.status() of a command on a terminal --------------------
 #
-# Nobody else reads the terminal for these two, and the program blocks once it has written
-# what the terminal's queue holds (a few KiB): they read it themselves. Nobody can type at
-# it either, so when stdin is on it they type end-of-file once, as `script` does when its
-# own input ends: a program reading its terminal ends instead of waiting forever.
-
-
-async def _type_end_of_file(pty: PtyStream) -> None:
-    try:
-        await pty.send_eof()
-    except anyio.BrokenResourceError:
-        pass  # the program has gone already, and took the terminal with it
-
-
-async def output_with_terminal(child: Child, on_terminal: tuple[bool, bool, bool]) -> Output:
-    """:meth:`Command.output` for a child with streams on a terminal; ``on_terminal`` says
-    which of stdin, stdout and stderr are.
-
-    The terminal is read to its end of file (every process holding it has exited, as for
-    a pipe) while the pipes are read and the child is waited for. What it carried is
-    ``stdout`` when stdout is on it, else ``stderr`` when stderr is (a terminal merges
-    both into one stream); output of a terminal that carries neither (only stdin) is
-    discarded.
-
-    **Cancellation:** as :meth:`Child.wait_with_output`; the output read so far is lost.
-    """
-    pty = child.pty
-    assert pty is not None
-    stdin_on, stdout_on, stderr_on = on_terminal
-    chunks: list[bytes] = []
-    with unwrap_single():
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_drain_terminal, pty, chunks)
-            if stdin_on:
-                await _type_end_of_file(pty)
-            piped = await child.wait_with_output()
-    terminal = b"".join(chunks)
-    return Output(
-        piped.status,
-        terminal if stdout_on else piped.stdout,
-        terminal if stderr_on and not stdout_on else piped.stderr,
-    )
-
-
-async def status_with_terminal(child: Child, stdin_on_terminal: bool) -> ExitStatus:
-    """:meth:`Command.status` for a child with streams on a terminal: what the program
-    writes there is read and discarded until it exits.
-
-    **Cancellation:** as :meth:`Child.wait`: the child is left to the block's exit policy.
-    """
-    pty = child.pty
-    assert pty is not None
-    with unwrap_single():
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_drain_terminal, pty, None)
-            if stdin_on_terminal:
-                await _type_end_of_file(pty)
-            status = await child.wait()
-            tg.cancel_scope.cancel()  # returns at exit, as wait() does, not at end of file
-    return status
-
-
-async def _drain_terminal(pty: PtyStream, chunks: list[bytes] | None) -> None:
-    """Read the terminal to its end of file, keeping what it says in ``chunks`` (if any),
-    so a program writing more than the terminal buffers never blocks."""
-    while True:
-        try:
-            data = await pty.receive()
-        except anyio.EndOfStream:
-            return
-        if chunks is not None:
-            chunks.append(data)

@@ -15,11 +15,20 @@ from anyio.lowlevel import checkpoint_if_cancelled
 from ._child import Child
 from ._os.launch import launch, record_launches, undo_launches
 from ._os.pipes import set_blocking
+from ._os.pty import launch_pty, open_pty
 from ._os.waiters import select_waiter
 from ._os.waiters.base import ExitWaiter, ReapedElsewhereWaiter
-from ._pty import PtyStream, launch_pty, open_pty
+from ._pty import PtyStream
 from ._spec import Spec, Stdio, StdioArg
-from ._streams import PipeReceiveStream, PipeSendStream, _PipeEnd
+from ._streams import (
+    PipeEnd,
+    PipeReceiveStream,
+    PipeSendStream,
+    close_now,
+    fd_for_child,
+    handed_over,
+    not_handed_over,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator
@@ -97,8 +106,8 @@ class _Plan:
 
     def __init__(self, pty_size: tuple[int, int] | None = None) -> None:
         self.child_fds: list[int] = []  # pipe ends that belong to the child: close after
-        self.parent_streams: dict[str, _PipeEnd] = {}
-        self.streams_handed: list[_PipeEnd] = []
+        self.parent_streams: dict[str, PipeEnd] = {}
+        self.streams_handed: list[PipeEnd] = []
         self.pty_size = pty_size
         self.pty_slave: int | None = None  # one terminal for every Stdio.PTY stream
 
@@ -107,9 +116,9 @@ class _Plan:
             os.close(fd)
         self.child_fds.clear()
         for stream in self.parent_streams.values():
-            stream._close()
+            close_now(stream)
         for handed in self.streams_handed:
-            handed._not_handed_over()
+            not_handed_over(handed)
 
 
 def _check_open(fd: int, what: str) -> None:
@@ -147,8 +156,8 @@ def _resolve_stdio(value: StdioArg | None, which: str, plan: _Plan) -> int | Non
     if isinstance(value, int):
         _check_open(value, which)
         return value
-    if isinstance(value, _PipeEnd):
-        fd = value._fd_for_child()
+    if isinstance(value, PipeEnd):
+        fd = fd_for_child(value)
         plan.streams_handed.append(value)
         return fd
     try:
@@ -205,7 +214,7 @@ def start_child(spec: Spec, *, wait_policy: bool = False) -> Child:
             # Popped first: an interrupt in between leaks the fd, never closes it twice.
             os.close(plan.child_fds.pop())
         for handed in plan.streams_handed:
-            handed._handed_over()
+            handed_over(handed)
         try:
             waiter = factory(pid)
         except ProcessLookupError:
@@ -248,9 +257,9 @@ def start_child(spec: Spec, *, wait_policy: bool = False) -> Child:
             # Child dropped with it then finds nothing to warn about.
             undo_launches(launched)
         finally:
-            # The waiter is the Child's once its __init__ has taken it (its first statement),
-            # and its __del__ closes it then.
-            if waiter is not None and getattr(child, "_waiter", None) is not waiter:
+            # The waiter is the Child's once its __init__ has made the process handle (its
+            # first statement), and its __del__ closes it then.
+            if waiter is not None and getattr(child, "_process", None) is None:
                 waiter.close()
             plan.close_all()  # what was handed over or closed already is skipped
         raise

@@ -12,17 +12,19 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["ExitStatus", "Output", "ProcessFailed"]
+__all__ = ["ExitStatus", "Output", "ProcessFailed", "signal_name"]
 
 #: How many trailing stderr lines a ProcessFailed message quotes.
 _STDERR_TAIL_LINES = 10
 
 
-def _signal_name(signum: int) -> str:
+def signal_name(signum: int, unknown: str | None = None) -> str:
+    """The name of signal ``signum`` (``"SIGTERM"``); for a number this system has no
+    name for, ``unknown`` if given, else the number itself (``"99"``)."""
     try:
         return _signal.Signals(signum).name
     except ValueError:
-        return "unknown signal"
+        return str(signum) if unknown is None else unknown
 
 
 class ExitStatus(int):
@@ -88,7 +90,7 @@ class ExitStatus(int):
             return "exit status: unknown (reaped elsewhere)"
         signum = self.signal
         if signum is not None:
-            return f"signal: {signum} ({_signal_name(signum)})"
+            return f"signal: {signum} ({signal_name(signum, 'unknown signal')})"
         return f"exit status: {int(self)}"
 
     def __repr__(self) -> str:

@@ -41,8 +41,8 @@ import pytest
 import anyio_proc
 from anyio_proc._os.waiters import available_waiters
 
+from .os.test_tree import Strays, doomed, strays  # noqa: F401  (strays: a fixture)
 from .test_cancel import HARNESS_BACKENDS, _wait_until_idle_in_event_loop
-from .test_tree import Strays, doomed, strays  # noqa: F401  (strays: a fixture)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -127,7 +127,8 @@ while True:
 HARNESS = """\
 import asyncio, json, os, signal, sys
 import anyio
-from anyio_proc import Command, ReadyLine, Supervisor, open_process, run_process, spawn
+from anyio_proc import Command, open_process, run_process, spawn
+from anyio_proc.services import ReadyLine, Supervisor
 from tests.helpers import children
 
 scenario, backend, use_uvloop, child_script, grace, options = sys.argv[1:7]

@@ -817,7 +817,8 @@ def test_ctrl_c_while_spawning_never_orphans_a_child() -> None:
 SUPERVISOR_EXIT = """\
 import ast, sys
 import anyio
-from anyio_proc import Command, Stdio, Supervisor
+from anyio_proc import Command, Stdio
+from anyio_proc.services import Supervisor
 
 
 def on_event(event):

@@ -293,3 +293,15 @@ async def test_failed_output_names_command_and_stderr() -> None:
 def test_process_failed_quotes_the_command_as_a_shell_would() -> None:
     message = str(ProcessFailed(1, ["grep", "a b", "-e", "it's"]))
     assert message.startswith("Command `grep 'a b' -e 'it'\"'\"'s'` failed with exit status: 1")
+
+
+def test_signal_name_is_the_one_formatter() -> None:
+    # The exit policy's logs and ExitStatus name signals through it; unknown numbers keep
+    # their number (logs) or say so (ExitStatus's message, unchanged).
+    from anyio_proc._status import signal_name
+
+    assert signal_name(signal.SIGTERM) == "SIGTERM"
+    assert signal_name(9) == "SIGKILL"
+    assert signal_name(9876543) == "9876543"
+    assert signal_name(9876543, "unknown signal") == "unknown signal"
+    assert str(ExitStatus(-9876543)) == "signal: 9876543 (unknown signal)"

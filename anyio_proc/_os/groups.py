@@ -1,11 +1,12 @@
-"""Process groups: signalling one, and asking whether any member but the leader is left."""
+"""Process groups: signalling one, asking whether any member but the leader is left, and
+in which session a group is."""
 
 from __future__ import annotations
 
 import os
 import sys
 
-__all__ = ["group_has_members", "signal_group"]
+__all__ = ["group_has_members", "group_in_session", "signal_group"]
 
 if sys.platform == "win32":
 
@@ -15,13 +16,67 @@ if sys.platform == "win32":
     def group_has_members(pgid: int, leader: int) -> bool | None:
         return False
 
+    def group_in_session(pgid: int, sid: int) -> bool | None:
+        return None
+
+elif sys.platform == "linux":
+    from .procfs import NO_ROOM, proc_list, read_stat
+
+    signal_group = os.killpg
+
+    def group_has_members(pgid: int, leader: int) -> bool | None:
+        """True if a process other than ``leader`` in group ``pgid`` is still running; None
+        if ``/proc`` cannot be read (not mounted, or no fd even with the reserve's).
+
+        Zombies do not count: a member that exited waits only for its own parent (often
+        init) to reap it, and signals can no longer reach it. The leader is skipped because
+        we keep its zombie to pin the group number.
+        """
+        try:
+            names = proc_list("/proc")
+        except OSError:
+            return None
+        if names is None:
+            return None
+        for name in names:
+            if not name.isdigit() or int(name) == leader:
+                continue
+            try:
+                stat = read_stat(int(name))
+            except OSError as exc:
+                if exc.errno in NO_ROOM:
+                    return None  # out of fds: a member may have been missed
+                continue  # hidden from us (hidepid): not a process we could signal
+            if stat is not None and stat.pgid == pgid and not stat.exited:
+                return True
+        return False
+
+    def group_in_session(pgid: int, sid: int) -> bool | None:
+        """Whether process group ``pgid`` is in session ``sid`` (False when no process is
+        in it); None if ``/proc`` cannot be read."""
+        try:
+            names = proc_list("/proc")
+        except OSError:
+            return None
+        if names is None:
+            return None
+        for name in names:
+            if name.isdigit():
+                try:
+                    stat = read_stat(int(name))
+                except OSError:
+                    continue  # hidden from us
+                if stat is not None and stat.pgid == pgid:
+                    return stat.sid == sid  # a group never spans two sessions
+        return False
+
 else:
     signal_group = os.killpg
 
-    if sys.platform == "linux":
-        from .procfs import group_has_members
-    else:
+    def group_has_members(pgid: int, leader: int) -> bool | None:
+        """Without /proc the members of a group cannot be listed: unknown."""
+        return None
 
-        def group_has_members(pgid: int, leader: int) -> bool | None:
-            """Without /proc the members of a group cannot be listed: unknown."""
-            return None
+    def group_in_session(pgid: int, sid: int) -> bool | None:
+        """Without /proc the members of a group cannot be listed: unknown."""
+        return None

@@ -1,13 +1,15 @@
-"""Linux: reading ``/proc`` even when the fd table is full, and a process group's members.
+"""Linux: the one ``/proc`` reader, which works even when the fd table is full.
 
-Every ``/proc`` walk of the exit policy (a process group's members here, a session's in
-``_session.py``, a child's descendants in ``_tree.py``) opens files, one at a time. With
-the fd table full (``RLIMIT_NOFILE`` reached, ``EMFILE``; or the system's, ``ENFILE``) each
-open fails, a walk sees nothing, and what it was meant to find would escape the shutdown
-signal. So one fd is held in reserve from import on: an open that fails for lack of fds
-closes it, tries again in the slot it frees, and takes the slot back at once. The walks
-only ever need one fd at a time (a directory listed, or a file read, then closed), so that
-one slot is enough. Long-lived fds (pidfds) never get it: they would keep it.
+:func:`read_stat` parses ``/proc/<pid>/stat``; :func:`proc_read` and :func:`proc_list`
+read any other file or directory. Every ``/proc`` walk of the exit policy (a process
+group's members in ``groups.py``, a session's in ``session.py``, a child's descendants in
+``tree.py``) opens files, one at a time. With the fd table full (``RLIMIT_NOFILE``
+reached, ``EMFILE``; or the system's, ``ENFILE``) each open fails, a walk sees nothing, and
+what it was meant to find would escape the shutdown signal. So one fd is held in reserve
+from import on: an open that fails for lack of fds closes it, tries again in the slot it
+frees, and takes the slot back at once. The walks only ever need one fd at a time (a
+directory listed, or a file read, then closed), so that one slot is enough. Long-lived fds
+(pidfds) never get it: they would keep it.
 
 The reserve is a ``memfd``, whose inode is unique, so a program that closed every fd
 (``closerange``) and reused the number cannot have its own file closed by us: the inode is
@@ -22,19 +24,21 @@ import errno
 import os
 import sys
 import threading
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 assert sys.platform == "linux"
 
-__all__ = ["group_has_members", "proc_list", "proc_read"]
+__all__ = ["NO_ROOM", "Stat", "proc_list", "proc_read", "read_stat"]
 
 _T = TypeVar("_T")
 
 #: Errors that mean "no fd to spare", as opposed to "the file is not there".
-_NO_ROOM = (errno.EMFILE, errno.ENFILE)
+NO_ROOM = (errno.EMFILE, errno.ENFILE)
+#: Errors that mean "the process is gone" (ESRCH: it exited while we read).
+_GONE = (errno.ENOENT, errno.ESRCH)
 
 
 def _new_reserve() -> tuple[int, tuple[int, int]] | None:
@@ -43,7 +47,7 @@ def _new_reserve() -> tuple[int, tuple[int, int]] | None:
     try:
         fd = os.memfd_create("anyio_proc reserve", os.MFD_CLOEXEC)
     except OSError as exc:
-        if exc.errno in _NO_ROOM:
+        if exc.errno in NO_ROOM:
             return None
         raise
     st = os.fstat(fd)
@@ -99,7 +103,7 @@ class _Reserve:
         try:
             return op()
         except OSError as exc:
-            if exc.errno not in _NO_ROOM:
+            if exc.errno not in NO_ROOM:
                 raise
         with self._lock:
             try:
@@ -122,16 +126,18 @@ def _read_all(path: str) -> bytes | None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
-        if exc.errno in _NO_ROOM:
-            raise
-        return None  # ENOENT, ESRCH: the process is gone
+        if exc.errno in _GONE:
+            return None
+        raise
     chunks = []
     try:
         # A children file can be long (a process with thousands of children).
         while chunk := os.read(fd, 65536):
             chunks.append(chunk)
-    except OSError:
-        return None  # ESRCH: it exited while we read
+    except OSError as exc:
+        if exc.errno in _GONE:
+            return None
+        raise
     finally:
         os.close(fd)
     return b"".join(chunks)
@@ -141,16 +147,17 @@ def _list(path: str) -> list[str] | None:
     try:
         return os.listdir(path)
     except OSError as exc:
-        if exc.errno in _NO_ROOM:
-            raise
-        return None
+        if exc.errno in _GONE:
+            return None
+        raise
 
 
 def proc_read(path: str) -> bytes | None:
     """The contents of a ``/proc`` file, or None if it is not there (its process is gone).
 
-    Raises :class:`OSError` (``EMFILE``/``ENFILE``) only when no fd could be found for it,
-    even with the reserve's.
+    Raises :class:`OSError` when it cannot be read: ``EMFILE``/``ENFILE`` when no fd could
+    be found for it, even with the reserve's; ``EACCES`` when ``/proc`` hides it from us
+    (``hidepid``), which says nothing about whether the process is there.
     """
     return _reserve.run(lambda: _read_all(path))
 
@@ -161,28 +168,44 @@ def proc_list(path: str) -> list[str] | None:
     return _reserve.run(lambda: _list(path))
 
 
-def group_has_members(pgid: int, leader: int) -> bool | None:
-    """True if a process other than ``leader`` in group ``pgid`` is still running; None if
-    ``/proc`` cannot be read (not mounted, or no fd even with the reserve's).
+class Stat(NamedTuple):
+    """What the exit policy reads from ``/proc/<pid>/stat`` (or a thread's)."""
 
-    Zombies do not count: a member that exited waits only for its own parent (often init)
-    to reap it, and signals can no longer reach it. The leader is skipped because we keep
-    its zombie to pin the group number.
-    """
-    try:
-        entries = proc_list("/proc")
-        if entries is None:
-            return None
-        for name in entries:
-            if not name.isdigit() or int(name) == leader:
-                continue
-            stat = proc_read(f"/proc/{name}/stat")
-            if not stat:
-                continue  # exited while we looked
-            # The command name may hold spaces and parentheses: parse after its last ')'.
-            fields = stat[stat.rfind(b")") + 2 :].split()
-            if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
-                return True
-    except OSError:
-        return None  # out of fds: a member may have been missed
-    return False
+    #: One letter: ``R`` running, ``S``/``D`` sleeping, ``T``/``t`` stopped or traced,
+    #: ``Z`` zombie, ``X`` dead...
+    state: str
+    ppid: int
+    pgid: int
+    sid: int
+    #: Clock ticks after boot: with the pid, it names one process (pids are reused).
+    start: int
+
+    @property
+    def exited(self) -> bool:
+        """A zombie (or dead): no signal reaches it and it will never run again."""
+        return self.state in ("Z", "X")
+
+    @property
+    def stopped(self) -> bool:
+        """Stopped (SIGSTOP, Ctrl-Z, reading the terminal in the background) or traced."""
+        return self.state in ("T", "t")
+
+
+def read_stat(pid: int, tid: int | None = None) -> Stat | None:
+    """The ``stat`` of process ``pid`` (of its thread ``tid`` if given), or None if it is
+    gone; raises :class:`OSError` when it cannot be read, as :func:`proc_read` does."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
+    data = proc_read(path)
+    if not data:
+        return None
+    # The command name may hold spaces and parentheses: the fields start after its last ')'.
+    fields = data[data.rfind(b")") + 2 :].split()
+    if len(fields) < 20:
+        return None  # not a stat file as we know it
+    return Stat(
+        fields[0].decode("ascii", "replace"),
+        int(fields[1]),
+        int(fields[2]),
+        int(fields[3]),
+        int(fields[19]),
+    )

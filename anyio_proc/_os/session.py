@@ -38,24 +38,21 @@ import logging
 import os
 import sys
 
-import anyio
 from anyio.lowlevel import checkpoint
+
+from .._polling import poll_until
+from .._status import signal_name
 
 __all__ = ["Session"]
 
 logger = logging.getLogger("anyio_proc")
 
-# Members are not our children: nothing notifies us of their exit, so we poll. Fast at
-# first (they usually die with the signal), then backing off to a light load.
-_POLL_FIRST = 0.001
-_POLL_MAX = 0.05
-
 
 if sys.platform == "linux":
     import signal
 
-    from .procfs import proc_list, proc_read
-    from .tree import pidfd_or_none
+    from .pidfds import pidfd_or_none
+    from .procfs import Stat, proc_list, read_stat
 
     _SIGKILL = int(signal.SIGKILL)
     _SIGCONT = int(signal.SIGCONT)
@@ -71,19 +68,13 @@ if sys.platform == "linux":
             self.start = start  # clock ticks after boot: with the pid, it names one process
             self.stopped = stopped
 
-    def _stat(pid: int | str) -> tuple[bytes, int, int, int] | None:
-        """``(state, pgid, session, start time)`` of a process, or None if it is gone."""
+    def _stat(pid: int) -> Stat | None:
+        """The ``stat`` of a process, or None if it is gone or cannot be read (no fd even
+        with the reserve's: missed, as if it had exited)."""
         try:
-            data = proc_read(f"/proc/{pid}/stat")
+            return read_stat(pid)
         except OSError:
-            return None  # no fd even with the reserve's: missed, as if it had exited
-        if data is None:
             return None
-        # The command name may hold spaces and parentheses: parse after its last ')'.
-        fields = data[data.rfind(b")") + 2 :].split()
-        if len(fields) < 20:
-            return None
-        return fields[0], int(fields[2]), int(fields[3]), int(fields[19])
 
     def _members(sid: int) -> list[_Member] | None:
         """Every live process in session ``sid`` but its leader; None if /proc cannot be
@@ -102,12 +93,11 @@ if sys.platform == "linux":
             pid = int(name)
             if pid == sid:
                 continue
-            stat = _stat(name)
+            stat = _stat(pid)
             if stat is None:
                 continue  # exited while we looked
-            state, pgid, session, start = stat
-            if session == sid and state not in (b"Z", b"X"):
-                found.append(_Member(pid, pgid, start, state in (b"T", b"t")))
+            if stat.sid == sid and not stat.exited:
+                found.append(_Member(pid, stat.pgid, stat.start, stat.stopped))
         return found
 
     def _send(member: _Member, sid: int, signals: tuple[int, ...]) -> bool:
@@ -121,7 +111,7 @@ if sys.platform == "linux":
             # Read after the pidfd is open: if the process it names is still there, this
             # is its stat, so the checks below are about the process we will signal.
             stat = _stat(member.pid)
-            if stat is None or stat[2] != sid or stat[3] != member.start:
+            if stat is None or stat.sid != sid or stat.start != member.start:
                 return False
             for sig in signals:
                 if fd is not None:
@@ -176,11 +166,7 @@ if sys.platform == "linux":
                     if kill:
                         self._killed.add((member.pid, member.start))
             if hit and logger.isEnabledFor(logging.DEBUG):
-                try:
-                    name = signal.Signals(sig).name
-                except ValueError:
-                    name = str(sig)
-                logger.debug("sent %s to session %d members: %s", name, self._sid, hit)
+                logger.debug("sent %s to session %d members: %s", signal_name(sig), self._sid, hit)
 
         def alive(self) -> bool | None:
             """True while a process of the session other than the leader is running
@@ -196,20 +182,23 @@ if sys.platform == "linux":
 
             **Cancellation:** safe; it can be called again.
             """
-            delay = _POLL_FIRST
-            while members := _members(self._sid):
-                if self._killing:
-                    for member in members:
-                        key = (member.pid, member.start)
-                        if member.pgid == self._sid or key in self._killed:
-                            continue
-                        if _send(member, self._sid, (_SIGKILL,)):
-                            self._killed.add(key)
-                            logger.debug(
-                                "sent SIGKILL to pid %d of session %d", member.pid, self._sid
-                            )
-                await anyio.sleep(delay)
-                delay = min(delay * 2, _POLL_MAX)
+            # Members are not our children: nothing tells us of their exit, so we poll.
+            await poll_until(self._gone)
+
+        def _gone(self) -> bool:
+            """No member is left; in the SIGKILL phase, kill any member found unkilled."""
+            members = _members(self._sid)
+            if not members:
+                return True
+            if self._killing:
+                for member in members:
+                    key = (member.pid, member.start)
+                    if member.pgid == self._sid or key in self._killed:
+                        continue
+                    if _send(member, self._sid, (_SIGKILL,)):
+                        self._killed.add(key)
+                        logger.debug("sent SIGKILL to pid %d of session %d", member.pid, self._sid)
+            return False
 
 else:
 

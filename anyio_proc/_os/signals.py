@@ -1,13 +1,49 @@
-"""The signal that cannot be caught, per OS."""
+"""Signals, per OS: the one that cannot be caught, and holding back the ones that can."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
+from typing import TYPE_CHECKING
 
-__all__ = ["SIGKILL"]
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+__all__ = ["SIGKILL", "signals_deferred"]
 
 if sys.platform == "win32":
     SIGKILL = int(signal.SIGTERM)  # Windows terminates the process for every signal
+
+    def signals_deferred() -> contextlib.AbstractContextManager[None]:
+        """Nothing to hold back: Windows has no signal masks."""
+        return contextlib.nullcontext()
+
 else:
     SIGKILL = int(signal.SIGKILL)
+
+    # The signals a Python handler (or an event loop's) may turn into an exception raised
+    # anywhere: Ctrl-C, a terminal's hangup or quit, kill's default, timers, the user's own.
+    _DEFERRED = {
+        signal.SIGINT,
+        signal.SIGTERM,
+        signal.SIGHUP,
+        signal.SIGQUIT,
+        signal.SIGALRM,
+        signal.SIGUSR1,
+        signal.SIGUSR2,
+    }
+
+    @contextlib.contextmanager
+    def signals_deferred() -> Iterator[None]:
+        """Hold those signals back in this thread for the block; they arrive at its end.
+
+        For the exit policy's last resort, which must not be cut short half way (an fd
+        opened but not yet closed, a child signalled but not yet reaped). Synchronous
+        faults (SIGSEGV, SIGBUS) are never held back.
+        """
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
+        try:
+            yield
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)

@@ -15,12 +15,9 @@ import anyio.lowlevel
 # the interpreter shuts down (a Child collected then) fails with "sys.meta_path is None".
 from anyio import notify_closing as _notify_closing
 
-__all__ = ["ExitWaiter", "FdWaiter", "ReapedElsewhereWaiter", "close_watched_fd"]
+from ..._polling import poll_until
 
-# A second waiter that cannot duplicate the fd (fd table full) polls it: often at first, the
-# child being likely to exit soon during a shutdown, then backing off to a light load.
-_POLL_FIRST = 0.001
-_POLL_MAX = 0.05
+__all__ = ["ExitWaiter", "FdWaiter", "ReapedElsewhereWaiter", "close_watched_fd"]
 
 
 class ExitWaiter(ABC):
@@ -132,23 +129,19 @@ class FdWaiter(ExitWaiter):
                 raise
             # The fd table is full (the exit policy may be running just then): ask the
             # kernel about the exit now and then instead, which needs no fd.
-            await self._poll_exit()
+            await poll_until(self._exited)
             return
         try:
             await anyio.wait_readable(extra)
         finally:
             close_watched_fd(extra)
 
-    async def _poll_exit(self) -> None:
-        delay = _POLL_FIRST
-        while True:
-            try:
-                if self.poll(reap=False) is not None:
-                    return
-            except ChildProcessError:
-                return  # reaped elsewhere: the caller's own poll() reports it
-            await anyio.sleep(delay)
-            delay = min(delay * 2, _POLL_MAX)
+    def _exited(self) -> bool:
+        """Whether the child has exited, without reaping it (for polling)."""
+        try:
+            return self.poll(reap=False) is not None
+        except ChildProcessError:
+            return True  # reaped elsewhere: the caller's own poll() reports it
 
     def close(self) -> None:
         close_watched_fd(self._fd)

@@ -12,7 +12,7 @@ import sys
 import threading
 import weakref
 
-import anyio
+from ..._polling import poll_until
 
 assert sys.platform != "win32"
 assert sys.platform != "darwin" or sys.version_info >= (3, 13)  # it needs waitid(WNOWAIT)
@@ -20,30 +20,33 @@ assert sys.platform != "darwin" or sys.version_info >= (3, 13)  # it needs waiti
 from .base import FdWaiter  # noqa: E402
 from .posix import waitid_returncode  # noqa: E402
 
+if sys.platform == "linux":
+    from ..procfs import read_stat
+
 __all__ = ["ThreadWaiter"]
+
+#: What :func:`_start_time` says of a process that is not even a zombie: reaped, by somebody.
+_GONE = -1
 
 
 #: The newest waiter made for each pid: an older one names a process reaped elsewhere.
 _newest: weakref.WeakValueDictionary[int, ThreadWaiter] = weakref.WeakValueDictionary()
 
 
-def _start_time(pid: int) -> bytes | None:
-    """When ``pid`` started (Linux: field 22 of /proc/<pid>/stat); None where unknown."""
+def _start_time(pid: int) -> int | None:
+    """When ``pid`` started (Linux: from /proc/<pid>/stat), ``_GONE`` if it is not there;
+    None where that cannot be known."""
     if sys.platform != "linux":
         return None
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return b"gone"  # not even a zombie: reaped, by somebody
+        stat = read_stat(pid)
     except OSError:
-        return None  # EMFILE and the like say nothing about the process: cannot tell
-    # The command name may hold spaces and parentheses: count fields after its last ')'.
-    return stat[stat.rfind(b")") + 2 :].split()[19]
+        return None  # EMFILE, EACCES and the like say nothing about the process
+    return _GONE if stat is None else stat.start
 
 
 class ThreadWaiter(FdWaiter):
-    __slots__ = ("_delay", "_started", "_thread", "_write_fd")
+    __slots__ = ("_started", "_thread", "_write_fd")
 
     def __init__(self, pid: int) -> None:
         # Made at spawn, not at first wait, so fd exhaustion surfaces while spawning.
@@ -52,7 +55,6 @@ class ThreadWaiter(FdWaiter):
         super().__init__(pid, read_fd)
         self._write_fd: int | None = write_fd
         self._thread: threading.Thread | None = None
-        self._delay = 0.0005  # the polling interval when no thread can be started
         # The pid alone cannot tell our child from a process that got its number after a
         # foreign reaper freed it (another child of ours would even pass waitid): a later
         # spawn of ours with that pid, or on Linux a different start time, tells them apart.
@@ -84,10 +86,9 @@ class ThreadWaiter(FdWaiter):
             try:
                 thread.start()
             except RuntimeError:
-                # No thread can be made now (RLIMIT_NPROC reached, say): poll instead,
-                # backing off. Waking early is allowed; the caller confirms with poll().
-                self._delay = min(self._delay * 2, 0.1)
-                await anyio.sleep(self._delay)
+                # No thread can be made now (RLIMIT_NPROC reached, say): poll for the exit
+                # instead; a later wait() tries a thread again.
+                await poll_until(self._exited)
                 return
             self._write_fd = None
             self._thread = thread

@@ -25,7 +25,7 @@ import pytest
 
 from anyio_proc import Command, spawn
 
-from .helpers import PY
+from ..helpers import PY
 
 BACKENDS = ["asyncio", "uvloop", "trio"]
 # popen: umask() is one of the options only Popen applies.

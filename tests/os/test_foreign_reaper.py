@@ -22,7 +22,7 @@ import pytest
 
 from anyio_proc import Child, Command, ExitStatus, spawn
 
-from .helpers import group_members, proc_state
+from ..helpers import group_members, proc_state
 
 
 def reap_everything(signum: int, frame: Any) -> None:

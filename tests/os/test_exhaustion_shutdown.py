@@ -36,7 +36,7 @@ import anyio_proc._os.tree
 from anyio_proc import Child, Command, ExitStatus, spawn
 from anyio_proc._os.groups import group_has_members
 
-from .helpers import poll_until, py
+from ..helpers import poll_until, py
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -367,7 +367,7 @@ async def test_waits_started_with_the_fd_table_full_see_the_exit() -> None:
 
 HARNESS = """\
 import errno, json, os, resource, subprocess, sys, threading
-from anyio_proc._os import procfs as _proc_linux
+from anyio_proc._os import procfs
 from anyio_proc._os.groups import group_has_members
 
 def fill():
@@ -394,7 +394,7 @@ report = {}
 member = subprocess.Popen(["sleep", "100"], start_new_session=True, stdin=subprocess.DEVNULL,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 try:
-    reserve = _proc_linux._reserve._held[0]
+    reserve = procfs._reserve._held[0]
     before = fds()
     if sys.argv[1] == "reused":
         # The program closed the reserve behind our back (closerange, a daemon's clean-up)
@@ -411,7 +411,7 @@ try:
         report["file kept"] = os.fstat(reserve).st_ino == identity
         os.close(reserve)
         report["after"] = group_has_members(member.pid, 0)  # the reserve is made again
-        report["reserve back"] = _proc_linux._reserve._held is not None
+        report["reserve back"] = procfs._reserve._held is not None
     elif sys.argv[1] == "threads":
         # Walks from several threads at once, racing for the one slot: each gets an answer
         # or "cannot tell" (None), nothing deadlocks, and the reserve is back afterwards.
@@ -430,7 +430,7 @@ try:
         report["found"] = answers.count(True)
         empty()
         group_has_members(member.pid, 0)
-        report["reserve back"] = _proc_linux._reserve._held is not None
+        report["reserve back"] = procfs._reserve._held is not None
         report["fds as before"] = fds() == before
 finally:
     member.kill()

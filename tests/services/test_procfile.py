@@ -6,15 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from anyio_proc._procfile import (
-    ConfigError,
-    ReadySpec,
-    parse_env,
-    parse_procfile,
-    parse_ready,
-    read_env,
-    read_procfile,
-)
+from anyio_proc.services._config import ConfigError
+from anyio_proc.services._envfile import parse_env, read_env
+from anyio_proc.services._procfile import ReadySpec, parse_procfile, parse_ready, read_procfile
 
 
 def problems(text: str) -> list[str]:

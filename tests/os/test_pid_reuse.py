@@ -21,7 +21,7 @@ import pytest
 
 from anyio_proc import Child, Command, Stdio, spawn
 
-from .helpers import PY, alive, proc_state
+from ..helpers import PY, alive, proc_state
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

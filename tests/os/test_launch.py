@@ -13,7 +13,7 @@ import pytest
 
 from anyio_proc import Command
 
-from .helpers import py
+from ..helpers import py
 
 LIST_FDS = py(
     "import os\n"

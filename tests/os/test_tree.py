@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 
+import anyio_proc._os.pdeathsig
 import anyio_proc._os.tree
 from anyio_proc import Child, Command, spawn
 
-from .helpers import PY, alive, group_members, poll_until
+from ..helpers import PY, alive, group_members, poll_until
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -38,7 +39,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 MARKER = "ANYIO_PROC_TREE_TEST"
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SHORT_GRACE = 0.2  # a tree member ignoring SIGTERM costs this much, then gets SIGKILL
 
 # Grandchildren (level 3). Each prints its own pid once it is in the state under test.
@@ -169,7 +170,9 @@ def walk(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
     """The walk as on this kernel, and as without pidfds (Linux < 5.3, fds exhausted) and
     without ``/proc/<pid>/task/<tid>/children`` (CONFIG_PROC_CHILDREN unset)."""
     if request.param == "pids+scan":
-        monkeypatch.setattr(anyio_proc._os.tree, "_use_pidfds", False)
+        from anyio_proc._os import pidfds  # Linux only, as this module's tests
+
+        monkeypatch.setattr(pidfds, "_use_pidfds", False)
         monkeypatch.setattr(anyio_proc._os.tree, "_CHILDREN_FILE", False)
     return str(request.param)
 
@@ -496,7 +499,7 @@ async def test_die_with_parent_when_the_parent_died_before_arming(
 ) -> None:
     # The parent can die between fork and prctl; the child then belongs to init already and
     # the signal would never come. Simulated by making the expected parent someone else.
-    monkeypatch.setattr(anyio_proc._os.tree, "_parent_pid", lambda: 1)
+    monkeypatch.setattr(anyio_proc._os.pdeathsig, "_parent_pid", lambda: 1)
     ran = tmp_path / "ran"
     cmd = Command("sh", "-c", f"touch {shlex.quote(str(ran))}").die_with_parent()
     assert await cmd.status() == -signal.SIGKILL
@@ -504,7 +507,7 @@ async def test_die_with_parent_when_the_parent_died_before_arming(
 
 
 def test_die_with_parent_is_refused_where_it_cannot_work(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(anyio_proc._os.tree, "PARENT_DEATH_SIGNAL", False)
+    monkeypatch.setattr(anyio_proc._os.pdeathsig, "SUPPORTED", False)
     with pytest.raises(ValueError, match="die_with_parent"):
         Command("true").die_with_parent()
     assert Command("true").die_with_parent(False) == Command("true")

@@ -24,20 +24,20 @@ import pytest
 import sniffio
 from anyio.lowlevel import checkpoint
 
-from anyio_proc import (
+from anyio_proc import Command
+from anyio_proc._os.waiters import available_waiters
+from anyio_proc.services import (
     Backoff,
-    Command,
     OutputLine,
     ReadyLine,
     ReadyPort,
-    Restart,
+    RestartPolicy,
     ServiceEvent,
     ServiceFailed,
     Supervisor,
 )
-from anyio_proc._os.waiters import available_waiters
 
-from .helpers import PY, alive, group_members
+from ..helpers import PY, alive, group_members
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -149,7 +149,7 @@ async def test_on_failure_restarts_until_success_with_backoff(tmp_path: Path) ->
 async def test_on_failure_does_not_restart_success() -> None:
     rec = Recorder()
     async with rec.supervisor() as sup:
-        service = await sup.start("ok", exits(0), restart=Restart.ON_FAILURE)
+        service = await sup.start("ok", exits(0), restart=RestartPolicy.ON_FAILURE)
         assert (await service.wait()).success
     assert service.restarts == 0
     assert rec.delays == []
@@ -753,7 +753,8 @@ def test_restart_delay_reads_as_a_number_even_when_huge() -> None:
 CTRL_C_HARNESS = """\
 import sys
 import anyio
-from anyio_proc import Command, Supervisor
+from anyio_proc import Command
+from anyio_proc.services import Supervisor
 
 backend, use_uvloop = sys.argv[1:3]
 options = {"use_uvloop": True} if use_uvloop == "1" else {}
@@ -947,7 +948,7 @@ KEYBOARD_INTERRUPT_HARNESS = """\
 import ast, sys
 import anyio
 from tests.helpers import alive, children
-from tests.test_supervisor import Recorder, raising_callback_scenario
+from tests.services.test_supervisor import Recorder, raising_callback_scenario
 
 backend, options = sys.argv[1], ast.literal_eval(sys.argv[2])
 for kind in sys.argv[3:]:
@@ -970,7 +971,7 @@ HARNESS_BACKENDS = {
     "uvloop": ("asyncio", {"use_uvloop": True}),
     "trio": ("trio", {}),
 }
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 MARKER = "ANYIO_PROC_SUPERVISOR_TEST"
 
 
@@ -1039,7 +1040,8 @@ def test_keyboard_interrupt_from_a_callback_comes_out_after_stopping_everything(
 CTRL_C_IN_A_CALLBACK = """\
 import ast, signal, sys, time
 import anyio
-from anyio_proc import Command, ReadyLine, Stdio, Supervisor
+from anyio_proc import Command, Stdio
+from anyio_proc.services import ReadyLine, Supervisor
 
 backend, options, kind = sys.argv[1], ast.literal_eval(sys.argv[2]), sys.argv[3]
 signal.signal(signal.SIGINT, signal.default_int_handler)  # as run from a terminal

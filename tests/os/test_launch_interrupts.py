@@ -143,6 +143,16 @@ def _wchan(pid: int) -> str:
         return ""
 
 
+def _asleep(pid: int) -> bool:
+    # wchan reads "0" for a process on the CPU as much as where it is hidden: only a
+    # sleeping process's "0" means hidden.
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[0] == b"S"
+    except OSError:
+        return False
+
+
 async def slow_pre_exec(report: dict[str, Any], how: str) -> None:
     """The Popen path, interrupted while the child runs a pre_exec hook that never ends."""
     signal.signal(signal.SIGALRM, _raise_interrupt)
@@ -151,13 +161,15 @@ async def slow_pre_exec(report: dict[str, Any], how: str) -> None:
     def pre_exec() -> None:
         # In the child. Wait (bounded) for the parent to sleep in the read of the exec's
         # result (wchan "pipe_read", "anon_pipe_read", "pipe_wait": pid stored by then;
-        # where wchan is hidden the signal goes at once, which must work as well), then
-        # interrupt it, as Ctrl-C would, and never return: both processes hold hold_w.
+        # where wchan is hidden, as soon as it sleeps), then interrupt it, as Ctrl-C
+        # would, and never return: both processes hold hold_w. Not while it still runs
+        # its at-fork hooks: CPython ignores an exception raised there ("Exception
+        # ignored"), and the parent would wait for this child for ever.
         parent = os.getppid()
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             wchan = _wchan(parent)
-            if "pipe" in wchan or wchan in ("", "0"):
+            if "pipe" in wchan or (wchan in ("", "0") and _asleep(parent)):
                 break
             time.sleep(0.001)
         os.kill(parent, signal.SIGALRM)  # goes to its main thread, asleep and not blocking it

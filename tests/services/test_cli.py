@@ -22,11 +22,13 @@ import anyio
 import pytest
 
 from anyio_proc import Command, Output, Stdio, spawn
-from anyio_proc._cli import _parser, main, shell_line
+from anyio_proc.services._cli import main
+from anyio_proc.services._cli_args import build_parser
+from anyio_proc.services._cli_run import shell_line
 
-from .helpers import PY, alive
+from ..helpers import PY, alive
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 CLI_BACKENDS = ["asyncio", "trio"]
 TIMEOUT = 30
@@ -416,7 +418,10 @@ async def test_bad_input_from_the_real_entry_point(tmp_path: Path) -> None:
 @pytest.mark.parametrize("backend", ["trio", "uvloop"])
 async def test_missing_backend_is_a_one_line_error(tmp_path: Path, backend: str) -> None:
     # As after `pip install anyio_proc` without the extra: the module cannot be imported.
-    code = f"import sys; sys.modules[{backend!r}] = None; from anyio_proc._cli import run; run()"
+    code = (
+        f"import sys; sys.modules[{backend!r}] = None; "
+        "from anyio_proc.services._cli import run; run()"
+    )
     args = ["start", "-f", procfile(tmp_path, "a: true\n"), "--backend", backend]
     out = await Command(PY, "-c", code, *args).stdin(Stdio.NULL).output()
     assert out.status == 2
@@ -476,7 +481,7 @@ def test_bad_numbers_are_usage_errors(
 
 
 def test_numbers_at_the_edges_are_accepted() -> None:
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(
         ["run", "--timeout", "1e300", "--backoff", "0", "--ready-timeout", "inf",
          "--max-restarts", str(10**30), "true"]
