@@ -38,6 +38,7 @@ __all__ = [
     "Child",
     "discard",
     "kill_and_reap_now",
+    "owns_process",
     "shut_down_all",
     "user_stacklevel",
     "wait_exited",
@@ -413,6 +414,11 @@ class Child(Process):
 
 
 # -- what other modules of the package do with a Child ------------------------------------
+
+
+def owns_process(child: Child | None) -> bool:
+    """True once ``child``'s __init__ has taken its waiter (and closes it when collected)."""
+    return getattr(child, "_process", None) is not None
 
 
 def warn_escalated(child: Child, what: object, stacklevel: int) -> None:

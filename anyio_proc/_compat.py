@@ -24,7 +24,7 @@ from ._os.users import group_id, user_id
 from ._spawn import start_child
 from ._spec import StrOrBytesPath, respecified, spec_of
 from ._status import ProcessFailed
-from ._taskgroups import unwrap_single
+from ._taskgroups import internal_task_group
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from anyio.abc import TaskStatus
 
     from ._child import Child
+    from ._status import ExitStatus
+    from ._streams import PipeReceiveStream
 
 __all__ = ["open_process", "run_process"]
 
@@ -207,23 +209,7 @@ async def run_process(
     captured: dict[str, bytes] = {}
     try:
         task_status.started(child)
-
-        async def drain(name: str, stream: Any) -> None:
-            captured[name] = await stream.read_all()
-
-        with unwrap_single():
-            async with anyio.create_task_group() as tg:
-                if child.stdout is not None:
-                    tg.start_soon(drain, "stdout", child.stdout)
-                if child.stderr is not None:
-                    tg.start_soon(drain, "stderr", child.stderr)
-                if child.stdin is not None and input:
-                    try:
-                        await child.stdin.send(input)
-                    except anyio.BrokenResourceError:
-                        pass  # it stopped reading, as subprocess.run and asyncio allow
-                    await child.stdin.aclose()
-                status = await child.wait()
+        status = await _talk(child, input, captured)
     except BaseException:
         with anyio.CancelScope(shield=True):
             await _deliver_cancel(child, deliver_cancel or terminate_then_kill)
@@ -238,20 +224,39 @@ async def run_process(
     return subprocess.CompletedProcess(command, int(status), stdout_bytes, stderr_bytes)
 
 
+async def _talk(child: Child, input: bytes | None, captured: dict[str, bytes]) -> ExitStatus:
+    """Feed ``input``, read the piped outputs into ``captured``, wait for the exit."""
+
+    async def drain(name: str, stream: PipeReceiveStream) -> None:
+        captured[name] = await stream.read_all()
+
+    async with internal_task_group() as tg:
+        if child.stdout is not None:
+            tg.start_soon(drain, "stdout", child.stdout)
+        if child.stderr is not None:
+            tg.start_soon(drain, "stderr", child.stderr)
+        if child.stdin is not None and input:
+            try:
+                await child.stdin.send(input)
+            except anyio.BrokenResourceError:
+                pass  # it stopped reading, as subprocess.run and asyncio allow
+            await child.stdin.aclose()
+        return await child.wait()
+
+
 async def _deliver_cancel(
     child: Child, deliver_cancel: Callable[[Child], Awaitable[object]]
 ) -> None:
     """Run ``deliver_cancel`` until the child exits; kill the child whatever it does."""
     try:
-        with unwrap_single():
-            async with anyio.create_task_group() as tg:
+        async with internal_task_group() as tg:
 
-                async def deliver() -> None:
-                    await deliver_cancel(child)
+            async def deliver() -> None:
+                await deliver_cancel(child)
 
-                tg.start_soon(deliver)
-                await wait_exited(child)
-                tg.cancel_scope.cancel()
+            tg.start_soon(deliver)
+            await wait_exited(child)
+            tg.cancel_scope.cancel()
     finally:
         if child.try_wait() is None:
             child.kill()

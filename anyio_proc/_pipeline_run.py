@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from typing import TypeAlias
 
     from ._child import Child
-    from ._spec import StrOrBytesPath
+    from ._spec import Spec, StrOrBytesPath
 
 __all__ = [
     "BytesInput",
@@ -251,77 +251,99 @@ def _open_redirect(redirect: FileRedirect | BytesInput, reading: bool) -> int:
     return os.open(redirect.path, flags | getattr(os, "O_CLOEXEC", 0), 0o666)
 
 
+class _Starting:
+    """What starting a pipeline has opened and started so far, to undo if it fails."""
+
+    def __init__(self) -> None:
+        self.owned: set[int] = set()  # fds to close in the parent whatever happens
+        self.children: list[Child] = []
+        self.stderr_stream: PipeReceiveStream | None = None
+        self.handed: PipeEnd | None = None
+
+    def track(self, fd: int) -> int:
+        self.owned.add(fd)
+        return fd
+
+    def release(self, fd: int) -> None:
+        self.owned.discard(fd)
+        os.close(fd)
+
+    def open_stderr(self, target: StderrTarget | None) -> StdioArg | None:
+        """The stderr every stage without one of its own gets."""
+        if target is Stdio.PIPE:
+            read_fd, write_fd = os.pipe()
+            self.stderr_stream = PipeReceiveStream(read_fd)
+            set_blocking(read_fd, False)
+            return self.track(write_fd)
+        if isinstance(target, FileRedirect):
+            return self.track(_open_redirect(target, False))
+        if isinstance(target, PipeEnd):
+            # Every stage writes to it: hand the stream over once, after the last spawn,
+            # or the first stage's spawn would close it under the others.
+            self.handed = target
+            return fd_for_child(target)
+        return target
+
+    def undo(self) -> None:
+        if self.handed is not None:
+            not_handed_over(self.handed)
+        for child in self.children:
+            discard(child)
+        for fd in self.owned:
+            os.close(fd)
+        if self.stderr_stream is not None:
+            close_now(self.stderr_stream)
+
+    def done(self) -> None:
+        for fd in self.owned:
+            os.close(fd)
+        if self.handed is not None:
+            handed_over(self.handed)
+
+
 def start_pipeline(spec: PipelineSpec) -> PipelineChild:
     """Start every stage, or none: on failure the started ones are killed and reaped and
     every fd opened here is closed before the error propagates."""
-    stages = [spec_of(stage) for stage in spec.stages]
-    last = len(stages) - 1
-    owned: set[int] = set()  # fds to close in the parent whatever happens
-    children: list[Child] = []
-    stderr_stream: PipeReceiveStream | None = None
-    handed: PipeEnd | None = None
-
-    def track(fd: int) -> int:
-        owned.add(fd)
-        return fd
-
-    def release(fd: int) -> None:
-        owned.discard(fd)
-        os.close(fd)
-
+    starting = _Starting()
     try:
         # Files first: a missing directory or a permission problem stops the pipeline
         # before any process exists.
+        track = starting.track
         stdin_fd = None if spec.stdin is None else track(_open_redirect(spec.stdin, True))
         stdout_fd = None if spec.stdout is None else track(_open_redirect(spec.stdout, False))
-        stderr_arg: StdioArg | None
-        if spec.stderr is Stdio.PIPE:
-            read_fd, write_fd = os.pipe()
-            stderr_stream = PipeReceiveStream(read_fd)
-            set_blocking(read_fd, False)
-            stderr_arg = track(write_fd)
-        elif isinstance(spec.stderr, FileRedirect):
-            stderr_arg = track(_open_redirect(spec.stderr, False))
-        elif isinstance(spec.stderr, PipeEnd):
-            # Every stage writes to it: hand the stream over once, after the last spawn,
-            # or the first stage's spawn would close it under the others.
-            handed = spec.stderr
-            stderr_arg = fd_for_child(handed)
-        else:
-            stderr_arg = spec.stderr
-        # Blocking pipes, non-inheritable (so no stage holds another's ends open and every
-        # reader sees end-of-file when its writer exits); the spawn installs each at 0 or 1.
-        pipes = [tuple(map(track, os.pipe())) for _ in range(last)]
-        for index, stage in enumerate(stages):
-            if index > 0:
-                stage = replace(stage, stdin=pipes[index - 1][0])
-            elif stdin_fd is not None:
-                stage = replace(stage, stdin=stdin_fd)
-            if index < last:
-                stage = replace(stage, stdout=pipes[index][1])
-            elif stdout_fd is not None:
-                stage = replace(stage, stdout=stdout_fd)
-            if stderr_arg is not None and stage.stderr is None:
-                stage = replace(stage, stderr=stderr_arg)
-            children.append(start_child(stage))
-            # This stage holds its ends now; ours would keep its neighbours from ever
-            # seeing end-of-file.
-            if index > 0:
-                release(pipes[index - 1][0])
-            if index < last:
-                release(pipes[index][1])
+        stderr_arg = starting.open_stderr(spec.stderr)
+        stages = [spec_of(stage) for stage in spec.stages]
+        _start_stages(starting, stages, (stdin_fd, stdout_fd, stderr_arg))
     except BaseException:
-        if handed is not None:
-            not_handed_over(handed)
-        for child in children:
-            discard(child)
-        for fd in owned:
-            os.close(fd)
-        if stderr_stream is not None:
-            close_now(stderr_stream)
+        starting.undo()
         raise
-    for fd in owned:
-        os.close(fd)
-    if handed is not None:
-        handed_over(handed)
-    return PipelineChild(children, stderr_stream, pipefail=spec.pipefail)
+    starting.done()
+    return PipelineChild(starting.children, starting.stderr_stream, pipefail=spec.pipefail)
+
+
+def _start_stages(
+    starting: _Starting, stages: list[Spec], ends: tuple[int | None, int | None, StdioArg | None]
+) -> None:
+    stdin_fd, stdout_fd, stderr_arg = ends
+    last = len(stages) - 1
+    # Blocking pipes, non-inheritable (so no stage holds another's ends open and every
+    # reader sees end-of-file when its writer exits); the spawn installs each at 0 or 1.
+    pipes = [tuple(map(starting.track, os.pipe())) for _ in range(last)]
+    for index, stage in enumerate(stages):
+        if index > 0:
+            stage = replace(stage, stdin=pipes[index - 1][0])
+        elif stdin_fd is not None:
+            stage = replace(stage, stdin=stdin_fd)
+        if index < last:
+            stage = replace(stage, stdout=pipes[index][1])
+        elif stdout_fd is not None:
+            stage = replace(stage, stdout=stdout_fd)
+        if stderr_arg is not None and stage.stderr is None:
+            stage = replace(stage, stderr=stderr_arg)
+        starting.children.append(start_child(stage))
+        # This stage holds its ends now; ours would keep its neighbours from ever seeing
+        # end-of-file.
+        if index > 0:
+            starting.release(pipes[index - 1][0])
+        if index < last:
+            starting.release(pipes[index][1])

@@ -12,7 +12,7 @@ import anyio.lowlevel
 from anyio.abc import AsyncResource
 from anyio.lowlevel import checkpoint_if_cancelled
 
-from ._child import Child
+from ._child import Child, owns_process
 from ._os.launch import launch, record_launches, undo_launches
 from ._os.pipes import set_blocking
 from ._os.pty import launch_pty, open_pty
@@ -180,33 +180,24 @@ def _name_program(exc: OSError, spec: Spec) -> None:
         exc.strerror = f"{exc.strerror} (running {program!r})"
 
 
+class _Started:
+    """What a spawn has made so far, for its undoing: assigned the moment each exists."""
+
+    __slots__ = ("child", "waiter")
+
+    def __init__(self) -> None:
+        self.waiter: ExitWaiter | None = None
+        self.child: Child | None = None
+
+
 def start_child(spec: Spec, *, wait_policy: bool = False) -> Child:
     """Create the process and its ``Child``; leaves nothing open if it raises."""
     factory = select_waiter()
     plan = _Plan(spec.pty_size)
     launched = record_launches()
-    waiter: ExitWaiter | None = None
-    child: Child | None = None
+    started = _Started()
     try:
-        try:
-            stdio = (
-                _resolve_stdio(spec.stdin, "stdin", plan),
-                _resolve_stdio(spec.stdout, "stdout", plan),
-                _resolve_stdio(spec.stderr, "stderr", plan),
-            )
-            for fd in spec.pass_fds:
-                _check_open(fd, "pass_fds")
-            if plan.pty_slave is None:
-                pid = launch(spec, spec.environment(), stdio)
-            else:
-                pid = launch_pty(spec, spec.environment(), stdio, plan.pty_slave)
-        except OSError as exc:  # from our pipes (EMFILE) as much as from the spawn itself
-            _name_program(exc, spec)
-            raise
-        except subprocess.SubprocessError as exc:
-            raise subprocess.SubprocessError(
-                f"pre_exec raised in the child of {spec.display()}; nothing was run"
-            ) from exc
+        pid = _launch(spec, plan)
         # The process exists. Until a Child owns it, anything raised here (EMFILE for the
         # pidfd, or an interrupt from a signal handler: Ctrl-C, a timeout's SIGALRM) kills
         # and reaps it rather than leak it.
@@ -216,37 +207,14 @@ def start_child(spec: Spec, *, wait_policy: bool = False) -> Child:
         for handed in plan.streams_handed:
             handed_over(handed)
         try:
-            waiter = factory(pid)
+            started.waiter = factory(pid)
         except ProcessLookupError:
             # Already exited and reaped by somebody else (a SIGCHLD handler calling
             # waitpid(-1)): the pid may be recycled, so neither kill nor wait (nor undo
             # this spawn below); status unknown.
             launched.clear()
-            waiter = ReapedElsewhereWaiter(pid)
-        # A child on a terminal leads its own session, hence its group.
-        leads_group = spec.new_session or spec.process_group == 0 or plan.pty_slave is not None
-        streams = plan.parent_streams
-        stdin, stdout = streams.get("stdin"), streams.get("stdout")
-        stderr, pty = streams.get("stderr"), streams.get("pty")
-        # In two steps, so that the object is in `child` before __init__ runs: an interrupt
-        # landing as Child(...) returns would drop it, running, to its __del__.
-        child = Child.__new__(Child)
-        Child.__init__(
-            child,
-            waiter=waiter,
-            args=spec.argv,
-            stdin=stdin,  # type: ignore[arg-type]
-            stdout=stdout,  # type: ignore[arg-type]
-            stderr=stderr,  # type: ignore[arg-type]
-            pty=pty,  # type: ignore[arg-type]
-            shutdown_signal=spec.shutdown_signal,
-            shutdown_timeout=spec.shutdown_timeout,
-            kill_on_drop=spec.kill_on_drop,
-            kill_tree=spec.kill_tree,
-            leads_group=leads_group,
-            leads_session=spec.new_session or plan.pty_slave is not None,
-            wait_policy=wait_policy,
-        )
+            started.waiter = ReapedElsewhereWaiter(pid)
+        child = _make_child(spec, plan, started, wait_policy)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("spawned pid %d: %s", pid, list(spec.argv))
         return child
@@ -259,7 +227,57 @@ def start_child(spec: Spec, *, wait_policy: bool = False) -> Child:
         finally:
             # The waiter is the Child's once its __init__ has made the process handle (its
             # first statement), and its __del__ closes it then.
-            if waiter is not None and getattr(child, "_process", None) is None:
-                waiter.close()
+            if started.waiter is not None and not owns_process(started.child):
+                started.waiter.close()
             plan.close_all()  # what was handed over or closed already is skipped
         raise
+
+
+def _launch(spec: Spec, plan: _Plan) -> int:
+    """Resolve stdio and start the process; the OS error names the program."""
+    try:
+        stdio = (
+            _resolve_stdio(spec.stdin, "stdin", plan),
+            _resolve_stdio(spec.stdout, "stdout", plan),
+            _resolve_stdio(spec.stderr, "stderr", plan),
+        )
+        for fd in spec.pass_fds:
+            _check_open(fd, "pass_fds")
+        if plan.pty_slave is None:
+            return launch(spec, spec.environment(), stdio)
+        return launch_pty(spec, spec.environment(), stdio, plan.pty_slave)
+    except OSError as exc:  # from our pipes (EMFILE) as much as from the spawn itself
+        _name_program(exc, spec)
+        raise
+    except subprocess.SubprocessError as exc:
+        raise subprocess.SubprocessError(
+            f"pre_exec raised in the child of {spec.display()}; nothing was run"
+        ) from exc
+
+
+def _make_child(spec: Spec, plan: _Plan, started: _Started, wait_policy: bool) -> Child:
+    assert started.waiter is not None
+    on_terminal = plan.pty_slave is not None
+    # A child on a terminal leads its own session, hence its group.
+    leads_group = spec.new_session or spec.process_group == 0 or on_terminal
+    streams = plan.parent_streams
+    # In two steps, so that the object is in `started` before __init__ runs: an interrupt
+    # landing as Child(...) returns would drop it, running, to its __del__.
+    child = started.child = Child.__new__(Child)
+    Child.__init__(
+        child,
+        waiter=started.waiter,
+        args=spec.argv,
+        stdin=streams.get("stdin"),  # type: ignore[arg-type]
+        stdout=streams.get("stdout"),  # type: ignore[arg-type]
+        stderr=streams.get("stderr"),  # type: ignore[arg-type]
+        pty=streams.get("pty"),  # type: ignore[arg-type]
+        shutdown_signal=spec.shutdown_signal,
+        shutdown_timeout=spec.shutdown_timeout,
+        kill_on_drop=spec.kill_on_drop,
+        kill_tree=spec.kill_tree,
+        leads_group=leads_group,
+        leads_session=spec.new_session or on_terminal,
+        wait_policy=wait_policy,
+    )
+    return child
