@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 __all__ = ["group_has_members", "group_in_session", "signal_group"]
 
@@ -20,9 +24,32 @@ if sys.platform == "win32":
         return None
 
 elif sys.platform == "linux":
-    from .procfs import NO_ROOM, proc_list, read_stat
+    from .procfs import NO_ROOM, Stat, proc_list, read_stat
 
     signal_group = os.killpg
+
+    class _Unlisted(Exception):
+        """``/proc`` cannot be listed, or a process may have been missed for lack of fds."""
+
+    def _stats(skip: int) -> Iterator[Stat]:
+        """The stat of every process but ``skip``, as far as we may see them."""
+        try:
+            names = proc_list("/proc")
+        except OSError:
+            raise _Unlisted from None
+        if names is None:
+            raise _Unlisted
+        for name in names:
+            if not name.isdigit() or int(name) == skip:
+                continue
+            try:
+                stat = read_stat(int(name))
+            except OSError as exc:
+                if exc.errno in NO_ROOM:
+                    raise _Unlisted from None
+                continue  # hidden from us (hidepid): not a process we could signal
+            if stat is not None:
+                yield stat
 
     def group_has_members(pgid: int, leader: int) -> bool | None:
         """True if a process other than ``leader`` in group ``pgid`` is still running; None
@@ -33,41 +60,19 @@ elif sys.platform == "linux":
         we keep its zombie to pin the group number.
         """
         try:
-            names = proc_list("/proc")
-        except OSError:
+            return any(stat.pgid == pgid and not stat.exited for stat in _stats(leader))
+        except _Unlisted:
             return None
-        if names is None:
-            return None
-        for name in names:
-            if not name.isdigit() or int(name) == leader:
-                continue
-            try:
-                stat = read_stat(int(name))
-            except OSError as exc:
-                if exc.errno in NO_ROOM:
-                    return None  # out of fds: a member may have been missed
-                continue  # hidden from us (hidepid): not a process we could signal
-            if stat is not None and stat.pgid == pgid and not stat.exited:
-                return True
-        return False
 
     def group_in_session(pgid: int, sid: int) -> bool | None:
         """Whether process group ``pgid`` is in session ``sid`` (False when no process is
         in it); None if ``/proc`` cannot be read."""
         try:
-            names = proc_list("/proc")
-        except OSError:
-            return None
-        if names is None:
-            return None
-        for name in names:
-            if name.isdigit():
-                try:
-                    stat = read_stat(int(name))
-                except OSError:
-                    continue  # hidden from us
-                if stat is not None and stat.pgid == pgid:
+            for stat in _stats(0):
+                if stat.pgid == pgid:
                     return stat.sid == sid  # a group never spans two sessions
+        except _Unlisted:
+            return None
         return False
 
 else:
