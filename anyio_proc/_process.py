@@ -210,25 +210,24 @@ class ProcessHandle:
         SIGKILLed if ``kill``, and reaped in the background whenever it exits)."""
         if self.tree is not None:
             self.tree.close()  # only our pidfds: descendants are left to kill_on_drop's rules
-        waiter, self._waiter = self._waiter, None
+        waiter = self._waiter
         if waiter is None:
             return False
         if not self.ours():
             # A forked copy of the program: not our child to kill or reap.
+            self._waiter = None
             waiter.close()
             return False
         try:
             running = not self.state.reaped and waiter.poll(reap=True) is None
         except ChildProcessError:
             running = False
+        if running and kill:
+            self.send(SIGKILL, everything=False)
+        self._waiter = None
         if not running:
             waiter.close()
             return False
-        if kill:
-            try:
-                waiter.send_signal(SIGKILL)
-            except ProcessLookupError:
-                pass
         waiter.abandon()
         return True
 

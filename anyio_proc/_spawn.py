@@ -96,7 +96,6 @@ class _Plan:
     """The fds a spawn opens and what to do with them afterwards."""
 
     __slots__ = (
-        "after_spawn",
         "child_fds",
         "parent_streams",
         "pty_size",
