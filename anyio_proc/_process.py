@@ -9,6 +9,7 @@ every record of an exit or a reap goes through the :class:`~anyio_proc._lifecycl
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -17,9 +18,9 @@ from typing import TYPE_CHECKING
 import anyio
 
 from ._lifecycle import Lifecycle
-from ._os.groups import group_has_members, signal_group
+from ._os.groups import group_members_left, signal_group
 from ._os.signals import SIGKILL, signals_deferred
-from ._polling import poll_until
+from ._polling import poll_since
 from ._status import ExitStatus, signal_name
 
 if TYPE_CHECKING:
@@ -60,6 +61,9 @@ class ProcessHandle:
         self._waiter: ExitWaiter | None = waiter
         self._owner_pid = os.getpid()
         self._started = time.monotonic()
+        # When the exit was first seen: a census of /proc begun later shows whatever the
+        # child started before it exited.
+        self._exit_seen = math.inf
         # Another thread may poll too (returncode read from a worker thread): without the
         # lock, the loser of a reap would take the winner's for a foreign one, or find the
         # pidfd closed. Reentrant: a signal handler may end a block while we hold it.
@@ -101,6 +105,7 @@ class ProcessHandle:
 
     def _record(self, status: ExitStatus, *, reaped: bool) -> None:
         self.state.exited(status, reaped=reaped)
+        self._exit_seen = time.monotonic()
         if logger.isEnabledFor(logging.DEBUG):
             elapsed = time.monotonic() - self._started
             logger.debug("pid %d exited: %s after %.3f s", self.pid, status, elapsed)
@@ -308,20 +313,28 @@ class ProcessHandle:
         if not self.group_signallable():
             return False
         # None means /proc could not be listed (fd exhaustion): members may be there, so
-        # they get the signal and the grace period rather than being assumed gone.
-        if group_has_members(self.pid, self.pid) is not False:
+        # they get the signal and the grace period rather than being assumed gone; so do
+        # members not known yet (no census since the exit, none due).
+        if group_members_left(self.pid, self.pid, self._exit_seen) is not False:
             return True
         return self.session is not None and self.session.alive() is not False
 
     def group_unlistable(self) -> bool:
         """The child leads a group whose members cannot be listed (no /proc)."""
-        return self.leads_group and group_has_members(self.pid, self.pid) is None
+        if not self.leads_group:
+            return False
+        return group_members_left(self.pid, self.pid, self._exit_seen) is None
+
+    def _group_gone(self, since: float) -> bool:
+        # Unknown (None: /proc unreadable) ends the wait: nothing more can be learnt.
+        return group_members_left(self.pid, self.pid, max(since, self._exit_seen)) is not True
 
     async def wait_all_gone(self) -> None:
         """Until the child, its group, session and tree are gone (no deadline of its own)."""
         await self.wait_exited()
         if self.group_signallable():
-            await poll_until(lambda: not group_has_members(self.pid, self.pid))
+            # One census of /proc per round serves every group being waited for.
+            await poll_since(self._group_gone)
             if self.session is not None:
                 await self.session.wait_gone()
         if self.tree is not None:

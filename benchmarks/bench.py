@@ -5,10 +5,15 @@ Every stack of a scenario runs in the same invocation, interleaved (A B C, B C A
 repetition in a fresh event loop, with the same warm-up; the tables give medians, spread and
 ratios against the best peer and against the synchronous floor. See benchmarks/README.md.
 
-    python benchmarks/bench.py                   # everything, about 6 minutes on 2 cores
-    python benchmarks/bench.py --quick           # smaller sizes, under 2 minutes
+    python benchmarks/bench.py                   # everything, about 16 minutes on 2 cores
+    python benchmarks/bench.py --quick           # smaller sizes, about 3 minutes
+    python benchmarks/bench.py --scenarios 7,8,9,10  # issue 13's scale scenarios only
     python benchmarks/bench.py --scenarios 1,3 --reps 9
     python benchmarks/bench.py --profile         # cProfile of anyio_proc spawn+wait on asyncio
+
+Scenarios 1-6 compare stacks; 7-10 measure scale (issue 13): 7 mass shutdown at growing N
+(``scale_shutdown.py``), 8 event-loop lag (``loop_lag.py``), 9 the parent's CPU per spawn at
+concurrency 64, 10 stdout from a writer of 1 MiB pieces. ``harness.py`` holds what they share.
 
 ``ANYIO_PROC_WAITER=pidfd|thread`` restricts the anyio_proc rows to that exit waiter; without
 it, scenarios 1 and 3 show both waiters and the others use the automatic choice.
@@ -20,251 +25,71 @@ import argparse
 import asyncio
 import cProfile
 import datetime
-import gc
+import fcntl
 import hashlib
 import io
 import json
 import os
 import platform
 import pstats
-import re
 import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import anyio
 import anyio.abc
 import trio
 import trio.lowlevel
-import uvloop
+from harness import (
+    ALL_BACKENDS,
+    CAT,
+    DASH,
+    HEAD,
+    SH,
+    SLEEP,
+    TRUE,
+    WAITER_ENV,
+    Backend,
+    Job,
+    MiB,
+    Rep,
+    Row,
+    Scenario,
+    X,
+    children,
+    fmt,
+    now,
+    pct,
+    process_room,
+    raise_fd_limit,
+    ratio,
+    raw_spawn,
+    raw_wait,
+    reap_leftovers,
+    row_label,
+    run_anyio,
+    run_asyncio,
+    run_scenario,
+    run_trio,
+    snapshot,
+    spread,
+    trio_finish,
+)
+from loop_lag import scenario8
+from scale_shutdown import scenario7
 
 import anyio_proc
 from anyio_proc import Command, Stdio, spawn
 
-T = TypeVar("T")
-
-Backend = Literal["asyncio", "uvloop", "trio"]
-Kind = Literal["ours", "peer", "floor", "limit"]
-Job = Callable[[], Awaitable[None]]
-Measurement = float | list[float] | dict[str, float]
-Rep = Callable[[int], Measurement]
-X = "\u00d7"  # multiplication sign
-DASH = "\u2013"  # en dash
-
-TRUE = "/bin/true"
-SLEEP = "/bin/sleep"
-HEAD = "/usr/bin/head"
-CAT = "/bin/cat"
-SH = "/bin/sh"
-WAITER_ENV = "ANYIO_PROC_WAITER"
+ALL_SCENARIOS = tuple(range(1, 11))
 READ_CHUNK = 65536  # every stack reads with this size; the pipe holds 64 KiB
+DD = "/bin/dd"
 WRITE_CHUNK = 1 << 20  # every stack is handed 1 MiB per send
-MiB = 1 << 20
-LIMIT_S = 180.0  # no single repetition may take longer than this
-ALL_BACKENDS: tuple[Backend, ...] = ("asyncio", "uvloop", "trio")
-
-now = time.perf_counter_ns
-
-
-# ---------------------------------------------------------------------------------------------
-# Running one repetition in a fresh event loop, bounded in time
-# ---------------------------------------------------------------------------------------------
-
-
-def run_anyio(backend: Backend, fn: Callable[[], Awaitable[T]]) -> T:
-    """``fn`` under anyio on ``backend`` (uvloop = anyio's asyncio backend on a uvloop loop)."""
-
-    async def bounded() -> T:
-        with anyio.fail_after(LIMIT_S):
-            return await fn()
-
-    if backend == "uvloop":
-        return anyio.run(
-            bounded, backend="asyncio", backend_options={"loop_factory": uvloop.new_event_loop}
-        )
-    return anyio.run(bounded, backend=backend)
-
-
-def run_asyncio(use_uvloop: bool, fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """``fn`` on a plain asyncio loop (the default one, or uvloop's), without anyio."""
-    loop = uvloop.new_event_loop() if use_uvloop else asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)  # what asyncio.run() does (it attaches the child watcher)
-    try:
-        return loop.run_until_complete(asyncio.wait_for(fn(), LIMIT_S))
-    finally:
-        try:
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.run_until_complete(loop.shutdown_default_executor())
-        finally:
-            asyncio.set_event_loop(None)
-            loop.close()
-
-
-def run_trio(fn: Callable[[], Awaitable[T]]) -> T:
-    """``fn`` on trio, without anyio."""
-
-    async def bounded() -> T:
-        with trio.fail_after(LIMIT_S):
-            return await fn()
-
-    return trio.run(bounded)
-
-
-# ---------------------------------------------------------------------------------------------
-# Process bookkeeping
-# ---------------------------------------------------------------------------------------------
-
-
-def children() -> list[int]:
-    """Our child processes, zombies included, from /proc/self/task/*/children."""
-    pids: list[int] = []
-    for task in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{task}/children") as f:
-                pids.extend(int(p) for p in f.read().split())
-        except FileNotFoundError:  # the thread ended meanwhile
-            pass
-    return pids
-
-
-def reap_leftovers(allowed: Sequence[int] = ()) -> int:
-    """Kill and reap any child not in ``allowed``; return how many there were."""
-    leftovers = [pid for pid in children() if pid not in allowed]
-    for pid in leftovers:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    for pid in leftovers:
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:  # another thread (a child watcher) got it first
-            pass
-    return len(leftovers)
-
-
-def snapshot() -> dict[str, float]:
-    """Threads, fds and resident memory of this process."""
-    with open("/proc/self/status") as f:
-        status = f.read()
-    os_threads = re.search(r"^Threads:\s+(\d+)", status, re.M)
-    rss = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
-    assert os_threads is not None
-    assert rss is not None
-    return {
-        "py_threads": float(threading.active_count()),
-        "os_threads": float(os_threads.group(1)),
-        "fds": float(len(os.listdir("/proc/self/fd"))),
-        "rss_mib": int(rss.group(1)) / 1024,
-    }
-
-
-def raw_spawn(argv: Sequence[str]) -> int:
-    """The raw floor's spawn: posix_spawn (vfork-style in glibc) and a pidfd."""
-    pid = os.posix_spawn(argv[0], list(argv), os.environ)
-    return os.pidfd_open(pid)
-
-
-async def trio_finish(p: trio.Process) -> None:
-    """The end of a block around a ``trio.lowlevel.open_process`` child (it has no
-    ``aclose``): close our pipe ends, kill the child if it still runs, wait for it."""
-    with trio.CancelScope(shield=True):
-        for stream in (p.stdin, p.stdout, p.stderr):
-            if stream is not None:
-                await stream.aclose()
-        if p.returncode is None:
-            p.kill()
-        await p.wait()
-
-
-def raw_wait(pidfd: int) -> None:
-    """The raw floor's wait: blocking waitid(P_PIDFD), then close the pidfd."""
-    try:
-        os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
-    finally:
-        os.close(pidfd)
-
-
-# ---------------------------------------------------------------------------------------------
-# Rows, repetitions, interleaving
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Row:
-    """One stack in one scenario. ``rep(size)`` runs one timed repetition in a fresh loop."""
-
-    label: str
-    kind: Kind
-    rep: Rep
-    waiter: str | None = None  # anyio_proc rows: the exit waiter forced for them
-    values: list[Measurement] = field(default_factory=list)
-    error: str | None = None
-    leaked: int = 0
-
-
-@dataclass
-class Scenario:
-    number: int
-    title: str
-    rows: list[Row]
-    size: int
-    warm_size: int
-    reps: int
-    unit: str
-    higher_is_better: bool = False
-    notes: list[str] = field(default_factory=list)
-    allowed_children: list[int] = field(default_factory=list)
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def run_row(sc: Scenario, row: Row, size: int, record: bool) -> None:
-    saved = os.environ.get(WAITER_ENV)
-    if row.waiter is not None:
-        os.environ[WAITER_ENV] = row.waiter
-    gc.collect()
-    started = time.monotonic()
-    try:
-        value = row.rep(size)
-    except Exception as exc:  # a failing stack is reported, not fatal
-        row.error = f"{type(exc).__name__}: {exc}"[:200]
-        log(f"    {row.label}: FAILED {row.error}")
-    else:
-        if record:
-            row.values.append(value)
-    finally:
-        if saved is None:
-            os.environ.pop(WAITER_ENV, None)
-        else:
-            os.environ[WAITER_ENV] = saved
-        leaked = reap_leftovers(sc.allowed_children)
-        if leaked:
-            row.leaked += leaked
-            log(f"    {row.label}: left {leaked} children behind (killed and reaped)")
-    log(f"    {row.label:<44} {time.monotonic() - started:6.2f} s")
-
-
-def run_scenario(sc: Scenario) -> None:
-    log(f"== scenario {sc.number}: {sc.title} ({len(sc.rows)} stacks, {sc.reps} reps)")
-    log("  warm-up")
-    for row in sc.rows:
-        run_row(sc, row, sc.warm_size, record=False)
-    for r in range(sc.reps):
-        log(f"  repetition {r + 1}/{sc.reps}")
-        k = r % len(sc.rows)
-        for row in sc.rows[k:] + sc.rows[:k]:  # rotate the order: no stack is always first
-            if row.error is None:
-                run_row(sc, row, sc.size, record=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -489,9 +314,10 @@ def sync_batches(total: int, conc: int) -> float:
     return total / ((now() - t0) / 1e9)
 
 
-def raw_batches(total: int, conc: int) -> float:
-    for fd in [raw_spawn([TRUE]) for _ in range(conc)]:
-        raw_wait(fd)
+def raw_batches(total: int, conc: int, warm: bool = True) -> float:
+    if warm:
+        for fd in [raw_spawn([TRUE]) for _ in range(conc)]:
+            raw_wait(fd)
     t0 = now()
     left = total
     while left > 0:
@@ -576,6 +402,150 @@ def scenario2(quick: bool) -> Scenario:
                 f"spawn + wait. One untimed round of {CONCURRENCY} jobs first, in the same loop."
             ),
         ],
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenario 9: parent CPU per spawn + wait at concurrency 64 (scenario 2's drivers, CPU time)
+# ---------------------------------------------------------------------------------------------
+
+
+def job_bare_anyio(argv: list[str]) -> Job:
+    """The least an anyio program can do per child: ``posix_spawn``, a pidfd,
+    ``anyio.wait_readable`` on it, ``waitid(P_PIDFD)``."""
+
+    async def job() -> None:
+        fd = raw_spawn(argv)
+        try:
+            await anyio.wait_readable(fd)
+            os.waitid(os.P_PIDFD, fd, os.WEXITED)  # noqa: ASYNC222 (readable: it has exited)
+        finally:
+            os.close(fd)
+
+    return job
+
+
+def raw_batches_cpu(total: int) -> dict[str, float]:
+    """The sync floor of scenario 2, timed in CPU: one untimed batch, then ``total``."""
+    raw_batches(CONCURRENCY, CONCURRENCY, warm=False)
+    c0 = time.process_time()
+    pps = raw_batches(total, CONCURRENCY, warm=False)
+    return {"cpu_us": (time.process_time() - c0) / total * 1e6, "pps": pps}
+
+
+def pooled_cpu(
+    pool: Callable[[Job, int, int], Awaitable[float]], job: Job, total: int
+) -> Callable[[], Awaitable[dict[str, float]]]:
+    """Scenario 2's ``pooled``, timed in CPU: one untimed round, then ``total`` jobs."""
+
+    async def go() -> dict[str, float]:
+        await pool(job, CONCURRENCY, CONCURRENCY)
+        c0 = time.process_time()
+        pps = await pool(job, total, CONCURRENCY)
+        return {"cpu_us": (time.process_time() - c0) / total * 1e6, "pps": pps}
+
+    return go
+
+
+def pooled_cpu_asyncio(job: Job, total: int) -> Callable[[], Coroutine[Any, Any, dict[str, float]]]:
+    async def go() -> dict[str, float]:
+        await pool_asyncio(job, CONCURRENCY, CONCURRENCY)
+        c0 = time.process_time()
+        pps = await pool_asyncio(job, total, CONCURRENCY)
+        return {"cpu_us": (time.process_time() - c0) / total * 1e6, "pps": pps}
+
+    return go
+
+
+BARE = "bare anyio loop: posix_spawn + pidfd + wait_readable + waitid"
+
+
+def scenario9(quick: bool) -> Scenario:
+    argv = [TRUE]
+    cmd = Command(TRUE)
+    backends: tuple[Backend, ...] = ("asyncio", "trio")
+
+    def ours(b: Backend) -> Rep:
+        return lambda n: run_anyio(b, pooled_cpu(pool_anyio, job_anyio_proc(cmd), n))
+
+    def bare(b: Backend) -> Rep:
+        return lambda n: run_anyio(b, pooled_cpu(pool_anyio, job_bare_anyio(argv), n))
+
+    def anyio_open(b: Backend) -> Rep:
+        return lambda n: run_anyio(b, pooled_cpu(pool_anyio, job_anyio_open(argv), n))
+
+    ref: dict[str, str] = {}  # row label -> the bare loop's row on the same backend
+    rows: list[Row] = []
+    for b in ALL_BACKENDS:
+        rows.append(Row(f"anyio_proc · {b}", "ours", ours(b)))
+        ref[f"anyio_proc · {b}"] = f"{BARE} · {b}"
+    rows += [Row(f"{BARE} · {b}", "limit", bare(b)) for b in ALL_BACKENDS]
+    for b in backends:
+        rows.append(Row(f"anyio.open_process · {b}", "peer", anyio_open(b)))
+        ref[f"anyio.open_process · {b}"] = f"{BARE} · {b}"
+    rows += [
+        Row(
+            "asyncio.create_subprocess_exec · asyncio",
+            "peer",
+            lambda n: run_asyncio(False, pooled_cpu_asyncio(job_asyncio(argv), n)),
+        ),
+        Row(
+            "raw: posix_spawn+pidfd 64 at a time, blocking waitid (sync floor)",
+            "floor",
+            raw_batches_cpu,
+        ),
+    ]
+    ref["asyncio.create_subprocess_exec · asyncio"] = f"{BARE} · asyncio"
+
+    def table(sc: Scenario) -> list[str]:
+        med: dict[str, dict[str, float]] = {}
+        for row in sc.rows:
+            vals = [v for v in row.values if isinstance(v, dict)]
+            if vals:
+                med[row.label] = {k: statistics.median(v[k] for v in vals) for k in vals[0]}
+        peers = [med[r.label]["cpu_us"] for r in sc.rows if r.kind == "peer" and r.label in med]
+        best = min(peers) if peers else None
+        lines = [
+            (
+                f"| stack | CPU µs per spawn+wait (median) | spread | {X} bare anyio loop "
+                f"(same backend) | {X} best peer | processes/s (median) |"
+            ),
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for row in sc.rows:
+            if row.label not in med:
+                lines.append(f"| {row.label} | {row.error or 'no data'} | | | | |")
+                continue
+            m = med[row.label]
+            cpus = [v["cpu_us"] for v in row.values if isinstance(v, dict)]
+            base = med.get(ref.get(row.label, ""), {}).get("cpu_us")
+            lines.append(
+                f"| {row_label(row)} | {fmt(m['cpu_us'])} | {spread(cpus)} | "
+                f"{ratio(m['cpu_us'], base, False)} | {ratio(m['cpu_us'], best, False)} | "
+                f"{fmt(m['pps'])} |"
+            )
+        return lines
+
+    return Scenario(
+        9,
+        f"parent CPU per spawn + wait of /bin/true, {CONCURRENCY} at a time",
+        rows,
+        size=500 if quick else 2000,
+        warm_size=128,
+        reps=2 if quick else 3,
+        unit="CPU µs/process",
+        notes=[
+            (
+                f"Scenario 2's drivers ({CONCURRENCY} worker tasks, one untimed round first), "
+                "timed in the parent's CPU time (`time.process_time()`: all its threads, "
+                "not the children's), which is steadier than wall time on a shared machine. "
+                f"The bare anyio loop is the least an anyio program can do per child: "
+                "`os.posix_spawn`, `os.pidfd_open`, `await anyio.wait_readable(pidfd)`, "
+                "`os.waitid(P_PIDFD, pidfd, WEXITED)`; each row is compared with it on its "
+                "own backend. The sync floor spawns 64, then blocks in `waitid` on each."
+            ),
+        ],
+        table=table,
     )
 
 
@@ -787,8 +757,23 @@ def check_total(got: int, want: int) -> None:
         raise RuntimeError(f"transferred {got} bytes, expected {want}")
 
 
-async def read_anyio_proc(size: int) -> float:
-    cmd = Command(HEAD, "-c", str(size), "/dev/zero").stdout_piped()
+Producer = Callable[[int], list[str]]  # the command that writes ``size`` bytes to stdout
+
+
+def head_argv(size: int) -> list[str]:
+    """``head -c``: small writes (about 8 KiB each)."""
+    return [HEAD, "-c", str(size), "/dev/zero"]
+
+
+def dd_argv(size: int) -> list[str]:
+    """``dd bs=1M``: 1 MiB writes, so the pipe's capacity is the bottleneck."""
+    return [DD, "if=/dev/zero", f"bs={WRITE_CHUNK}", f"count={size // WRITE_CHUNK}", "status=none"]
+
+
+async def read_anyio_proc(
+    size: int, producer: Producer = head_argv, chunk: int = READ_CHUNK
+) -> float:
+    cmd = Command(*producer(size)).stdout_piped()
     t0 = now()
     total = 0
     async with spawn(cmd) as child:
@@ -796,7 +781,7 @@ async def read_anyio_proc(size: int) -> float:
         assert stream is not None
         while True:
             try:
-                total += len(await stream.receive(READ_CHUNK))
+                total += len(await stream.receive(chunk))
             except anyio.EndOfStream:
                 break
         (await child.wait()).check()
@@ -804,8 +789,10 @@ async def read_anyio_proc(size: int) -> float:
     return mib_per_s(size, t0)
 
 
-async def read_anyio_open(size: int) -> float:
-    argv = [HEAD, "-c", str(size), "/dev/zero"]
+async def read_anyio_open(
+    size: int, producer: Producer = head_argv, chunk: int = READ_CHUNK
+) -> float:
+    argv = producer(size)
     t0 = now()
     total = 0
     async with await anyio.open_process(argv, stdin=None, stdout=subprocess.PIPE, stderr=None) as p:
@@ -813,59 +800,59 @@ async def read_anyio_open(size: int) -> float:
         assert stream is not None
         while True:
             try:
-                total += len(await stream.receive(READ_CHUNK))
+                total += len(await stream.receive(chunk))
             except anyio.EndOfStream:
                 break
         if await p.wait() != 0:
-            raise RuntimeError("head failed")
+            raise RuntimeError(f"{argv[0]} failed")
     check_total(total, size)
     return mib_per_s(size, t0)
 
 
-async def read_trio(size: int) -> float:
-    argv = [HEAD, "-c", str(size), "/dev/zero"]
+async def read_trio(size: int, producer: Producer = head_argv, chunk: int = READ_CHUNK) -> float:
+    argv = producer(size)
     t0 = now()
     total = 0
     p = await trio.lowlevel.open_process(argv, stdout=subprocess.PIPE)
     try:
         stream = p.stdout
         assert stream is not None
-        while chunk := await stream.receive_some(READ_CHUNK):
-            total += len(chunk)
+        while data := await stream.receive_some(chunk):
+            total += len(data)
         if await p.wait() != 0:
-            raise RuntimeError("head failed")
+            raise RuntimeError(f"{argv[0]} failed")
     finally:
         await trio_finish(p)
     check_total(total, size)
     return mib_per_s(size, t0)
 
 
-async def read_asyncio(size: int) -> float:
-    argv = [HEAD, "-c", str(size), "/dev/zero"]
+async def read_asyncio(size: int, producer: Producer = head_argv, chunk: int = READ_CHUNK) -> float:
+    argv = producer(size)
     t0 = now()
     total = 0
     p = await asyncio.create_subprocess_exec(*argv, stdout=subprocess.PIPE)
     stream = p.stdout
     assert stream is not None
-    while chunk := await stream.read(READ_CHUNK):
-        total += len(chunk)
+    while data := await stream.read(chunk):
+        total += len(data)
     if await p.wait() != 0:
-        raise RuntimeError("head failed")
+        raise RuntimeError(f"{argv[0]} failed")
     check_total(total, size)
     return mib_per_s(size, t0)
 
 
-def read_sync(size: int) -> float:
-    argv = [HEAD, "-c", str(size), "/dev/zero"]
+def read_sync(size: int, producer: Producer = head_argv, chunk: int = READ_CHUNK) -> float:
+    argv = producer(size)
     t0 = now()
     total = 0
     with subprocess.Popen(argv, stdout=subprocess.PIPE) as p:
         assert p.stdout is not None
         fd = p.stdout.fileno()
-        while chunk := os.read(fd, READ_CHUNK):
-            total += len(chunk)
+        while data := os.read(fd, chunk):
+            total += len(data)
     if p.returncode != 0:
-        raise RuntimeError("head failed")
+        raise RuntimeError(f"{argv[0]} failed")
     check_total(total, size)
     return mib_per_s(size, t0)
 
@@ -1026,6 +1013,96 @@ def scenario4(quick: bool, direction: Literal["stdout", "stdin"]) -> Scenario:
             "The pipe limit rows are the same transfer between two C programs; `head` "
             "writes in small pieces (about 8 KiB), so for stdin `dd bs=1M` (the stacks' "
             "chunk size) is the fairer ceiling.",
+        ],
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenario 10: stdout from a writer of 1 MiB pieces (scenario 4's readers, another producer)
+# ---------------------------------------------------------------------------------------------
+
+LARGE_READ = 1 << 20  # scenario 10: every stack is asked for up to 1 MiB per read
+
+
+def read_sync_grown(size: int, producer: Producer = dd_argv, chunk: int = LARGE_READ) -> float:
+    """A blocking ``os.read`` loop on a pipe grown to 1 MiB before the child starts."""
+    argv = producer(size)
+    t0 = now()
+    total = 0
+    r, w = os.pipe()
+    try:
+        fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, LARGE_READ)
+        p = subprocess.Popen(argv, stdout=w)
+        os.close(w)
+        w = -1
+        while data := os.read(r, chunk):
+            total += len(data)
+        if p.wait() != 0:
+            raise RuntimeError(f"{argv[0]} failed")
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+    check_total(total, size)
+    return mib_per_s(size, t0)
+
+
+def scenario10(quick: bool) -> Scenario:
+    def large(fn: Callable[..., Awaitable[float]], n: int) -> Callable[[], Awaitable[float]]:
+        return partial(fn, n, dd_argv, LARGE_READ)
+
+    def ours(b: Backend) -> Rep:
+        return lambda n: run_anyio(b, large(read_anyio_proc, n))
+
+    def anyio_open(b: Backend) -> Rep:
+        return lambda n: run_anyio(b, large(read_anyio_open, n))
+
+    rows = ours_rows(ours, both_waiters=False, what="anyio_proc")
+    rows += anyio_rows("anyio.open_process", anyio_open)
+    rows += [
+        Row(
+            "trio.lowlevel.open_process",
+            "peer",
+            lambda n: run_trio(partial(read_trio, n, dd_argv, LARGE_READ)),
+        ),
+        Row(
+            "asyncio.create_subprocess_exec · asyncio",
+            "peer",
+            lambda n: run_asyncio(False, partial(read_asyncio, n, dd_argv, LARGE_READ)),
+        ),
+        Row(
+            "asyncio.create_subprocess_exec · uvloop",
+            "peer",
+            lambda n: run_asyncio(True, partial(read_asyncio, n, dd_argv, LARGE_READ)),
+        ),
+        Row("os.read loop, pipe grown to 1 MiB (sync floor)", "floor", read_sync_grown),
+        Row(
+            "Popen + os.read, 64 KiB pipe",
+            "limit",
+            lambda n: read_sync(n, dd_argv, LARGE_READ),
+        ),
+        Row("pipe limit: sh -c 'dd bs=1M | cat >/dev/null'", "limit", pipe_limit_dd),
+    ]
+    size = 64 * MiB
+    return Scenario(
+        10,
+        f"stdout from a writer of 1 MiB pieces: `{' '.join(dd_argv(size))}`",
+        rows,
+        size=size,
+        warm_size=8 * MiB,
+        reps=3 if quick else 7,
+        unit="MiB/s",
+        higher_is_better=True,
+        notes=[
+            (
+                "Scenario 4's readers with `dd bs=1M` as the producer, each stack's stream API "
+                f"asked for up to {LARGE_READ // MiB} MiB per read (`receive`, `receive_some`, "
+                "`StreamReader.read`, `os.read`) until EOF; timed end to end, from before the "
+                "spawn to after the reaped exit. The sync floor is a blocking `os.read` loop "
+                "on a pipe grown to 1 MiB (`F_SETPIPE_SZ`) before the child starts; the 64 KiB "
+                "row is the same loop on a pipe left as it is, and the pipe limit row the same "
+                "transfer between two C programs (`cat` reads 128 KiB at a time)."
+            ),
         ],
     )
 
@@ -1359,29 +1436,6 @@ def scenario6(quick: bool) -> Scenario:
 # ---------------------------------------------------------------------------------------------
 
 
-def pct(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    idx = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[idx]
-
-
-def fmt(value: float) -> str:
-    magnitude = abs(value)
-    if magnitude >= 100:
-        return f"{value:,.0f}"
-    if magnitude >= 10:
-        return f"{value:.1f}"
-    return f"{value:.2f}"
-
-
-def ratio(value: float, ref: float | None, higher_is_better: bool) -> str:
-    """Time ratio: how many times as long (or as much) as the reference; > 1 is worse."""
-    if ref is None or ref <= 0 or value <= 0:
-        return "—"
-    r = ref / value if higher_is_better else value / ref
-    return f"{r:.2f}{X}"
-
-
 def scalar_table(sc: Scenario) -> list[str]:
     stats: dict[str, float] = {}
     for row in sc.rows:
@@ -1404,7 +1458,7 @@ def scalar_table(sc: Scenario) -> list[str]:
             continue
         med = stats[row.label]
         lines.append(
-            f"| {_label(row)} | {fmt(med)} | {fmt(min(vals))}{DASH}{fmt(max(vals))} | "
+            f"| {row_label(row)} | {fmt(med)} | {fmt(min(vals))}{DASH}{fmt(max(vals))} | "
             f"{ratio(med, best, sc.higher_is_better)} | {ratio(med, floor, sc.higher_is_better)} |"
         )
     return lines
@@ -1430,7 +1484,7 @@ def latency_table(sc: Scenario) -> list[str]:
             continue
         m = med[row.label]
         lines.append(
-            f"| {_label(row)} | {fmt(m)} | {fmt(pct(vals, 0.9))} | {fmt(pct(vals, 0.99))} | "
+            f"| {row_label(row)} | {fmt(m)} | {fmt(pct(vals, 0.9))} | {fmt(pct(vals, 0.99))} | "
             f"{len(vals)} | {ratio(m, best, False)} | {ratio(m, floor, False)} |"
         )
     return lines
@@ -1460,22 +1514,13 @@ def scale_table(sc: Scenario) -> list[str]:
             continue
         m = med[row.label]
         lines.append(
-            f"| {_label(row)} | {m['start_s']:.2f} | {m['py_threads']:.0f} / "
+            f"| {row_label(row)} | {m['start_s']:.2f} | {m['py_threads']:.0f} / "
             f"{m['os_threads']:.0f} ({m['d_threads']:+.0f}) | {m['d_fds']:+.0f} | "
             f"{m['d_rss_mib']:+.1f} | "
             f"{fmt(m['shutdown_ms'])} | {ratio(m['shutdown_ms'], best, False)} | "
             f"{ratio(m['shutdown_ms'], floor, False)} |"
         )
     return lines
-
-
-def _label(row: Row) -> str:
-    label = f"**{row.label}**" if row.kind == "ours" else row.label
-    if row.leaked:
-        label += f" (left {row.leaked} children!)"
-    if row.error:
-        label += f" (failed later: {row.error})"
-    return label
 
 
 def report(scenarios: list[Scenario]) -> str:
@@ -1485,11 +1530,18 @@ def report(scenarios: list[Scenario]) -> str:
         out.append("")
         out.extend(f"{note}" for note in sc.notes)
         out.append(
-            f"{sc.reps} repetitions {X} {sc.size if sc.number != 4 else sc.size // MiB} "
-            f"{_size_word(sc)} per stack."
+            sc.size_text.format(reps=sc.reps)
+            if sc.size_text
+            else (
+                f"{sc.reps} repetitions {X} "
+                f"{sc.size // MiB if sc.number in (4, 10) else sc.size} "
+                f"{_size_word(sc)} per stack."
+            )
         )
         out.append("")
-        if sc.number == 3:
+        if sc.table is not None:
+            out.extend(sc.table(sc))
+        elif sc.number == 3:
             out.extend(latency_table(sc))
         elif sc.number == 5:
             out.extend(scale_table(sc))
@@ -1507,7 +1559,9 @@ def _size_word(sc: Scenario) -> str:
         4: "MiB",
         5: "children",
         6: "calls",
-    }[sc.number]
+        9: "processes",
+        10: "MiB",
+    }.get(sc.number, sc.unit)
 
 
 def header(args: argparse.Namespace, loads: list[float], code: str) -> str:
@@ -1638,7 +1692,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smaller sizes and fewer repetitions")
     p.add_argument(
-        "--scenarios", default="1,2,3,4,5,6", help="comma-separated scenario numbers (1-6)"
+        "--scenarios",
+        default=",".join(map(str, ALL_SCENARIOS)),
+        help="comma-separated scenario numbers (1-10; 7-10 are issue 13's scale scenarios)",
     )
     p.add_argument("--reps", type=int, default=None, help="repetitions for every scenario")
     p.add_argument("--only", default=None, help="only stacks whose label contains this text")
@@ -1666,14 +1722,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(profile_spawn_wait(args.profile, args.top))
         return 0 if not children() else 1
     wanted = sorted({int(s) for s in args.scenarios.split(",") if s.strip()})
-    if any(s not in range(1, 7) for s in wanted):
-        print("scenarios are numbered 1 to 6", file=sys.stderr)
+    if any(s not in ALL_SCENARIOS for s in wanted):
+        print(f"scenarios are numbered 1 to {ALL_SCENARIOS[-1]}", file=sys.stderr)
         return 2
     if children():
         print("this process already has children; start it on its own", file=sys.stderr)
         return 2
 
     code = code_version()
+    limits = raise_fd_limit()  # thousands of children hold a pidfd each
     started = time.monotonic()
     loads = [os.getloadavg()[0]]
     done: list[Scenario] = []
@@ -1688,7 +1745,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 batch = [scenario4(args.quick, "stdout"), scenario4(args.quick, "stdin")]
             else:
                 batch = [
-                    {1: scenario1, 2: scenario2, 5: scenario5, 6: scenario6}[number](args.quick)
+                    {
+                        1: scenario1,
+                        2: scenario2,
+                        5: scenario5,
+                        6: scenario6,
+                        7: scenario7,
+                        8: scenario8,
+                        9: scenario9,
+                        10: scenario10,
+                    }[number](args.quick)
                 ]
             for sc in batch:
                 if args.only:
@@ -1710,6 +1776,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     loads.append(os.getloadavg()[0])
     leaked = sum(r.leaked for sc in done for r in sc.rows)
     print(header(args, loads, code))
+    print(f"- {limits}; processes: room for {process_room()} more at the end")
     print(f"- total run time: {elapsed:.0f} s")
     print(
         "- children left behind at the end (/proc/self/task/*/children): "

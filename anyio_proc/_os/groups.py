@@ -3,14 +3,16 @@ in which session a group is."""
 
 from __future__ import annotations
 
+import math
 import os
 import sys
+import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-__all__ = ["group_has_members", "group_in_session", "signal_group"]
+__all__ = ["group_has_members", "group_in_session", "group_members_left", "signal_group"]
 
 if sys.platform == "win32":
 
@@ -23,6 +25,9 @@ if sys.platform == "win32":
     def group_in_session(pgid: int, sid: int) -> bool | None:
         return None
 
+    def group_members_left(pgid: int, leader: int, since: float) -> bool | None:
+        return False
+
 elif sys.platform == "linux":
     from .procfs import NO_ROOM, Stat, proc_list, read_stat
 
@@ -31,8 +36,8 @@ elif sys.platform == "linux":
     class _Unlisted(Exception):
         """``/proc`` cannot be listed, or a process may have been missed for lack of fds."""
 
-    def _stats(skip: int) -> Iterator[Stat]:
-        """The stat of every process but ``skip``, as far as we may see them."""
+    def _stats(skip: int) -> Iterator[tuple[int, Stat]]:
+        """The pid and stat of every process but ``skip``, as far as we may see them."""
         try:
             names = proc_list("/proc")
         except OSError:
@@ -49,7 +54,41 @@ elif sys.platform == "linux":
                     raise _Unlisted from None
                 continue  # hidden from us (hidepid): not a process we could signal
             if stat is not None:
-                yield stat
+                yield int(name), stat
+
+    class _Census:
+        """One listing of ``/proc``: the live processes of every group, when the listing
+        began and how long it took; ``groups`` is None when ``/proc`` could not be listed."""
+
+        __slots__ = ("groups", "taken", "took")
+
+        def __init__(self, taken: float, took: float, groups: dict[int, list[int]] | None):
+            self.taken = taken
+            self.took = took
+            self.groups = groups
+
+    # The last census, replaced whole (never changed in place), so that threads running
+    # event loops of their own each see one census or the next.
+    _last = _Census(-math.inf, 0.0, None)
+
+    def _take_census() -> _Census:
+        global _last
+        taken = time.monotonic()
+        groups: dict[int, list[int]] = {}
+        try:
+            for pid, stat in _stats(0):
+                if not stat.exited:
+                    groups.setdefault(stat.pgid, []).append(pid)
+        except _Unlisted:
+            census = _last = _Census(taken, time.monotonic() - taken, None)
+        else:
+            census = _last = _Census(taken, time.monotonic() - taken, groups)
+        return census
+
+    def _members(census: _Census, pgid: int, leader: int) -> bool | None:
+        if census.groups is None:
+            return None
+        return any(pid != leader for pid in census.groups.get(pgid, ()))
 
     def group_has_members(pgid: int, leader: int) -> bool | None:
         """True if a process other than ``leader`` in group ``pgid`` is still running; None
@@ -57,18 +96,32 @@ elif sys.platform == "linux":
 
         Zombies do not count: a member that exited waits only for its own parent (often
         init) to reap it, and signals can no longer reach it. The leader is skipped because
-        we keep its zombie to pin the group number.
+        we keep its zombie to pin the group number. ``/proc`` is listed anew.
         """
-        try:
-            return any(stat.pgid == pgid and not stat.exited for stat in _stats(leader))
-        except _Unlisted:
-            return None
+        return _members(_take_census(), pgid, leader)
+
+    def group_members_left(pgid: int, leader: int, since: float) -> bool | None:
+        """As :func:`group_has_members`, for the many groups of one shutdown: answered from
+        a census begun after ``since``, shared with every other group being waited for.
+
+        ``since`` must come after the leader's exit was seen: an older census may miss what
+        the leader started last (it is listed in one go, but read one process at a time).
+        A new census is taken only when the last one is too old and the rate allows, at
+        most half of the time going to listing ``/proc``; otherwise True: members may be
+        left, and the caller asks again later, when a census somebody took may answer.
+        """
+        census = _last
+        if census.taken <= since:
+            if time.monotonic() < census.taken + max(2 * census.took, 0.001):
+                return True
+            census = _take_census()
+        return _members(census, pgid, leader)
 
     def group_in_session(pgid: int, sid: int) -> bool | None:
         """Whether process group ``pgid`` is in session ``sid`` (False when no process is
         in it); None if ``/proc`` cannot be read."""
         try:
-            for stat in _stats(0):
+            for _, stat in _stats(0):
                 if stat.pgid == pgid:
                     return stat.sid == sid  # a group never spans two sessions
         except _Unlisted:
@@ -83,5 +136,9 @@ else:
         return None
 
     def group_in_session(pgid: int, sid: int) -> bool | None:
+        """Without /proc the members of a group cannot be listed: unknown."""
+        return None
+
+    def group_members_left(pgid: int, leader: int, since: float) -> bool | None:
         """Without /proc the members of a group cannot be listed: unknown."""
         return None
