@@ -170,3 +170,43 @@ async def test_a_worker_thread_owns_a_child_through_from_thread() -> None:
         status, before = await anyio.to_thread.run_sync(worker)
     assert before is None
     assert status == -signal.SIGUSR1
+
+
+# -- our threads never take the program's signals ---------------------------------------
+
+
+def _waiter_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("anyio_proc waiter")]
+
+
+def _held_back(native_id: int) -> set[int]:
+    with open(f"/proc/self/task/{native_id}/status") as f:
+        for line in f:
+            if line.startswith("SigBlk:"):
+                mask = int(line.split()[1], 16)
+                return {sig for sig in range(1, 65) if mask >> (sig - 1) & 1}
+    raise AssertionError("no SigBlk line")
+
+
+@pytest.mark.skipif(
+    "thread" not in available_waiters() or not hasattr(signal, "pthread_sigmask"),
+    reason="the thread waiter and per-thread masks are POSIX's",
+)
+async def test_a_waiter_thread_holds_back_the_signals_meant_for_the_program(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The kernel hands a signal for the process to any thread not holding it back, and
+    # passes the main thread over when it has a signal pending already: a second Ctrl-C
+    # landing in a waiter thread would leave the main thread's blocking call running.
+    monkeypatch.setenv("ANYIO_PROC_WAITER", "thread")
+    async with spawn(Command("sleep", "100")) as child, anyio.create_task_group() as tg:
+        tg.start_soon(child.wait)
+        await anyio.wait_all_tasks_blocked()  # the wait is blocked: its thread runs
+        waiters = _waiter_threads()
+        assert waiters, threading.enumerate()
+        for thread in waiters:
+            assert thread.native_id is not None
+            held = _held_back(thread.native_id)
+            assert {signal.SIGINT, signal.SIGTERM, signal.SIGALRM} <= held, held
+        assert signal.SIGINT not in _held_back(threading.main_thread().native_id or 0)
+        child.kill()

@@ -14,6 +14,8 @@ import signal
 import sys
 import threading
 
+from .signals import start_quiet_thread
+
 __all__ = [
     "current_record",
     "lost_child",
@@ -119,7 +121,7 @@ else:
             target=_reap_quietly, args=(pid,), name=f"anyio_proc reaper {pid}", daemon=True
         )
         try:
-            thread.start()
+            start_quiet_thread(thread)
         except RuntimeError:
             pass  # interpreter shutdown: init reaps it once we are gone
 

@@ -8,9 +8,10 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import threading
     from collections.abc import Iterator
 
-__all__ = ["SIGKILL", "signals_deferred"]
+__all__ = ["SIGKILL", "signals_deferred", "start_quiet_thread"]
 
 if sys.platform == "win32":
     SIGKILL = int(signal.SIGTERM)  # Windows terminates the process for every signal
@@ -47,3 +48,18 @@ else:
             yield
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+def start_quiet_thread(thread: threading.Thread) -> None:
+    """Start one of our helper threads (waiters, reapers) with those signals held back.
+
+    A thread inherits its creator's mask. The kernel gives a signal meant for the process
+    to any thread that does not hold it back, and picks another than the main one when the
+    main one has a signal pending already: a second Ctrl-C could then land in a waiter
+    thread, and a blocking call in the main thread (a ``time.sleep`` in a callback) would go
+    on as if nothing had been pressed. Python runs handlers in the main thread anyway.
+
+    Never for a thread that starts programs: they would inherit the mask across exec.
+    """
+    with signals_deferred():
+        thread.start()

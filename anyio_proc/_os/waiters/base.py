@@ -16,6 +16,7 @@ import anyio.lowlevel
 from anyio import notify_closing as _notify_closing
 
 from ..._polling import poll_until
+from ..signals import start_quiet_thread
 
 __all__ = ["ExitWaiter", "FdWaiter", "ReapedElsewhereWaiter", "close_watched_fd"]
 
@@ -76,7 +77,7 @@ class ExitWaiter(ABC):
             target=self._reap_and_close, name=f"anyio_proc reaper {self.pid}", daemon=True
         )
         try:
-            thread.start()
+            start_quiet_thread(thread)
         except RuntimeError:  # "can't create new thread at interpreter shutdown"
             self.close()
 

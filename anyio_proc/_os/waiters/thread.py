@@ -13,6 +13,7 @@ import threading
 import weakref
 
 from ..._polling import poll_until
+from ..signals import start_quiet_thread
 
 assert sys.platform != "win32"
 assert sys.platform != "darwin" or sys.version_info >= (3, 13)  # it needs waitid(WNOWAIT)
@@ -84,7 +85,7 @@ class ThreadWaiter(FdWaiter):
                 daemon=True,
             )
             try:
-                thread.start()
+                start_quiet_thread(thread)
             except RuntimeError:
                 # No thread can be made now (RLIMIT_NPROC reached, say): poll for the exit
                 # instead; a later wait() tries a thread again.
