@@ -538,7 +538,7 @@ def scenario9(quick: bool) -> Scenario:
             (
                 f"Scenario 2's drivers ({CONCURRENCY} worker tasks, one untimed round first), "
                 "timed in the parent's CPU time (`time.process_time()`: all its threads, "
-                "not the children's), which is steadier than wall time on a shared machine. "
+                "not the children's), the figure of merit issue 13 chose over wall time. "
                 f"The bare anyio loop is the least an anyio program can do per child: "
                 "`os.posix_spawn`, `os.pidfd_open`, `await anyio.wait_readable(pidfd)`, "
                 "`os.waitid(P_PIDFD, pidfd, WEXITED)`; each row is compared with it on its "
