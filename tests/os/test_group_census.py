@@ -13,7 +13,6 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import anyio
 import pytest
@@ -42,16 +41,25 @@ def exited(pid: int) -> bool:
     return result is not None
 
 
-def test_a_census_from_before_the_leader_exited_is_not_trusted(tmp_path: Path) -> None:
-    # The leader waits for a file, then starts a member and exits at once. A census taken
-    # while it waited shows a group without members; trusted after the exit, it would
-    # declare the group gone while the member runs.
-    trigger = tmp_path / "go"
-    script = f'while [ ! -e "{trigger}" ]; do sleep 0.01; done; sleep 60 & exit 0'
-    leader = os.posix_spawn("/bin/sh", ["sh", "-c", script], os.environ, setpgroup=0)
+def test_a_census_from_before_the_leader_exited_is_not_trusted() -> None:
+    # The leader waits on its stdin (a builtin: no process of its own), then starts a
+    # member and exits at once. A census taken while it waited shows a group without
+    # members; trusted after the exit, it would declare the group gone while the member runs.
+    read_end, write_end = os.pipe()
     try:
+        leader = os.posix_spawn(
+            "/bin/sh",
+            ["sh", "-c", "read go; sleep 60 & exit 0"],
+            os.environ,
+            setpgroup=0,
+            file_actions=[(os.POSIX_SPAWN_DUP2, read_end, 0)],
+        )
+    finally:
+        os.close(read_end)
+    try:
+        wait_for(lambda: _waiting_on_stdin(leader))
         assert group_has_members(leader, leader) is False  # the census: only the leader
-        trigger.touch()
+        os.write(write_end, b"go\n")
         wait_for(lambda: exited(leader))
         seen = time.monotonic()
         assert group_members_left(leader, leader, seen) is True
@@ -59,6 +67,7 @@ def test_a_census_from_before_the_leader_exited_is_not_trusted(tmp_path: Path) -
         os.killpg(leader, signal.SIGKILL)
         wait_for(lambda: group_members_left(leader, leader, time.monotonic()) is False)
     finally:
+        os.close(write_end)
         try:
             os.killpg(leader, signal.SIGKILL)
         except ProcessLookupError:
@@ -66,7 +75,16 @@ def test_a_census_from_before_the_leader_exited_is_not_trusted(tmp_path: Path) -
         os.waitpid(leader, 0)
 
 
-def test_a_census_answers_every_group_whose_leader_it_saw_exit(tmp_path: Path) -> None:
+def _waiting_on_stdin(pid: int) -> bool:
+    # Asleep in read(2): the shell has started and forks nothing until it gets a line.
+    with open(f"/proc/{pid}/wchan") as f:
+        wchan = f.read()
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        state = f.read().rpartition(b")")[2].split()[0]
+    return state == b"S" and ("pipe" in wchan or wchan in ("", "0"))
+
+
+def test_a_census_answers_every_group_whose_leader_it_saw_exit() -> None:
     # Three leaders exit (their zombies kept); one census begun after that answers for
     # all three: the one with a member left has members, the others have none.
     leaders = [

@@ -34,6 +34,11 @@ def wait_for(predicate: Callable[[], bool]) -> None:
         time.sleep(0.005)
 
 
+def _comm(pid: int) -> str:
+    with open(f"/proc/{pid}/comm") as f:
+        return f.read().strip()
+
+
 def test_read_stat_reads_the_fields_after_a_tricky_command_name(tmp_path: Path) -> None:
     link = tmp_path / TRICKY_NAME
     link.symlink_to("/bin/sleep")
@@ -85,6 +90,8 @@ def test_group_queries() -> None:
     try:
         assert leader.stdout is not None
         member = int(leader.stdout.readline())
+        # Once the shell has become `sleep`: before that it may reap the member itself.
+        wait_for(lambda: _comm(leader.pid) == "sleep")
         assert group_in_session(leader.pid, leader.pid) is True
         assert group_in_session(leader.pid, os.getsid(0)) is False
         assert group_has_members(leader.pid, leader.pid) is True
