@@ -12,15 +12,16 @@ import os
 import subprocess
 import warnings
 from dataclasses import replace
+from functools import partial
 from typing import IO, TYPE_CHECKING, Any
 
 import anyio
 from anyio import TASK_STATUS_IGNORED
-from anyio.lowlevel import checkpoint_if_cancelled
 
 from ._child import kill_and_reap_now, wait_exited
 from ._command import Command
 from ._os.users import group_id, user_id
+from ._pacing import paced
 from ._spawn import start_child
 from ._spec import StrOrBytesPath, respecified, spec_of
 from ._status import ProcessFailed
@@ -142,8 +143,8 @@ async def open_process(
         start_new_session=start_new_session, pass_fds=pass_fds, user=user, group=group,
         extra_groups=extra_groups, umask=umask,
     )  # fmt: skip
-    await checkpoint_if_cancelled()
-    return start_child(spec_of(cmd), wait_policy=True)
+    spec = spec_of(cmd)
+    return await paced(partial(start_child, spec, wait_policy=True))
 
 
 async def terminate_then_kill(child: Child) -> None:

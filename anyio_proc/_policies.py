@@ -13,12 +13,14 @@ exception escapes it, is ``_child.py``'s business.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from functools import partial
 from typing import TYPE_CHECKING
 
 import anyio
 from anyio.lowlevel import checkpoint
 
 from ._os.signals import SIGKILL
+from ._pacing import paced
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -80,7 +82,10 @@ class Shutdown(ExitPolicy):
         close_pipes: Callable[[], None],
     ) -> bool:
         with anyio.CancelScope(shield=True):
-            escalated = await self.finish(process, self.begin(process, close_stdin))
+            # In turns: a thousand children whose blocks end at once must not signal all
+            # of them in one turn of the event loop.
+            deadline = await paced(partial(self.begin, process, close_stdin))
+            escalated = await self.finish(process, deadline)
         # Returned out here: a scope may swallow what it cancels, so a type checker takes a
         # return inside it for a path that can fall through.
         return escalated  # noqa: RET504

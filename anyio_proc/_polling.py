@@ -8,8 +8,6 @@ to a light load for the ones that take their time.
 
 from __future__ import annotations
 
-import math
-import time
 from typing import TYPE_CHECKING
 
 import anyio
@@ -17,7 +15,7 @@ import anyio
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["POLL_FIRST", "POLL_MOST", "poll_since", "poll_until"]
+__all__ = ["POLL_FIRST", "POLL_MOST", "poll_until"]
 
 #: The first pause between two checks, in seconds: each next one is twice as long...
 POLL_FIRST = 0.001
@@ -38,23 +36,5 @@ async def poll_until(
     """
     delay = first
     while not done():
-        await anyio.sleep(delay)
-        delay = min(delay * 2, most)
-
-
-async def poll_since(
-    done: Callable[[float], object], *, first: float = POLL_FIRST, most: float = POLL_MOST
-) -> None:
-    """As :func:`poll_until`, but ``done(since)`` is told when the pause before this check
-    began (``-inf`` for the first check), so that it may answer from a look taken since
-    then rather than take a new one: the checks of many waiters then share one look (one
-    listing of ``/proc`` for every process group being waited for, not one each).
-
-    **Cancellation:** safe; nothing is changed, and it can be called again.
-    """
-    delay = first
-    since = -math.inf
-    while not done(since):
-        since = time.monotonic()
         await anyio.sleep(delay)
         delay = min(delay * 2, most)

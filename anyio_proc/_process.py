@@ -18,9 +18,8 @@ from typing import TYPE_CHECKING
 import anyio
 
 from ._lifecycle import Lifecycle
-from ._os.groups import group_members_left, signal_group
+from ._os.groups import group_members_seen, signal_group, wait_group_empty
 from ._os.signals import SIGKILL, signals_deferred
-from ._polling import poll_since
 from ._status import ExitStatus, signal_name
 
 if TYPE_CHECKING:
@@ -314,8 +313,9 @@ class ProcessHandle:
             return False
         # None means /proc could not be listed (fd exhaustion): members may be there, so
         # they get the signal and the grace period rather than being assumed gone; so do
-        # members not known yet (no census since the exit, none due).
-        if group_members_left(self.pid, self.pid, self._exit_seen) is not False:
+        # members not known yet (no census since the exit: none is taken here, in the event
+        # loop's thread, and a signal to a group of one zombie does no harm).
+        if group_members_seen(self.pid, self.pid, self._exit_seen) is not False:
             return True
         return self.session is not None and self.session.alive() is not False
 
@@ -323,18 +323,14 @@ class ProcessHandle:
         """The child leads a group whose members cannot be listed (no /proc)."""
         if not self.leads_group:
             return False
-        return group_members_left(self.pid, self.pid, self._exit_seen) is None
-
-    def _group_gone(self, since: float) -> bool:
-        # Unknown (None: /proc unreadable) ends the wait: nothing more can be learnt.
-        return group_members_left(self.pid, self.pid, max(since, self._exit_seen)) is not True
+        return group_members_seen(self.pid, self.pid, self._exit_seen) is None
 
     async def wait_all_gone(self) -> None:
         """Until the child, its group, session and tree are gone (no deadline of its own)."""
         await self.wait_exited()
         if self.group_signallable():
             # One census of /proc per round serves every group being waited for.
-            await poll_since(self._group_gone)
+            await wait_group_empty(self.pid, self.pid, self._exit_seen)
             if self.session is not None:
                 await self.session.wait_gone()
         if self.tree is not None:

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio.lowlevel
 from anyio.abc import AsyncResource
-from anyio.lowlevel import checkpoint_if_cancelled
 
 from ._child import Child, owns_process
 from ._os.launch import launch, record_launches, undo_launches
@@ -18,6 +17,7 @@ from ._os.pipes import set_blocking
 from ._os.pty import launch_pty, open_pty
 from ._os.waiters import select_waiter
 from ._os.waiters.base import ExitWaiter, ReapedElsewhereWaiter
+from ._pacing import paced
 from ._pty import PtyStream
 from ._spec import Spec, Stdio, StdioArg
 from ._streams import (
@@ -69,9 +69,9 @@ class SpawnContext(Generic[_Running]):
         self._running: _Running | None = None
 
     async def _start(self) -> _Running:
-        await checkpoint_if_cancelled()
-        # No checkpoint from here on: once the processes exist they reach the caller.
-        return self._launch()
+        # Cancellable only while it waits for its turn: once the processes exist they
+        # reach the caller.
+        return await paced(self._launch)
 
     def __await__(self) -> Generator[Any, None, _Running]:
         return self._start().__await__()

@@ -9,10 +9,18 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+from anyio.lowlevel import checkpoint
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-__all__ = ["group_has_members", "group_in_session", "group_members_left", "signal_group"]
+__all__ = [
+    "group_has_members",
+    "group_in_session",
+    "group_members_seen",
+    "signal_group",
+    "wait_group_empty",
+]
 
 if sys.platform == "win32":
 
@@ -25,11 +33,20 @@ if sys.platform == "win32":
     def group_in_session(pgid: int, sid: int) -> bool | None:
         return None
 
-    def group_members_left(pgid: int, leader: int, since: float) -> bool | None:
+    def group_members_seen(pgid: int, leader: int, since: float) -> bool | None:
         return False
 
+    async def wait_group_empty(pgid: int, leader: int, since: float) -> None:
+        await checkpoint()
+
 elif sys.platform == "linux":
+    import anyio
+    import anyio.to_thread
+    from anyio.lowlevel import RunVar
+
+    from .._polling import POLL_FIRST, POLL_MOST
     from .procfs import NO_ROOM, Stat, proc_list, read_stat
+    from .signals import signals_deferred
 
     signal_group = os.killpg
 
@@ -100,22 +117,67 @@ elif sys.platform == "linux":
         """
         return _members(_take_census(), pgid, leader)
 
-    def group_members_left(pgid: int, leader: int, since: float) -> bool | None:
-        """As :func:`group_has_members`, for the many groups of one shutdown: answered from
-        a census begun after ``since``, shared with every other group being waited for.
+    def group_members_seen(pgid: int, leader: int, since: float) -> bool | None:
+        """As :func:`group_has_members`, from the last census if it was begun after
+        ``since``; True (members may be left) if it was not. Never lists ``/proc``.
 
         ``since`` must come after the leader's exit was seen: an older census may miss what
         the leader started last (it is listed in one go, but read one process at a time).
-        A new census is taken only when the last one is too old and the rate allows, at
-        most half of the time going to listing ``/proc``; otherwise True: members may be
-        left, and the caller asks again later, when a census somebody took may answer.
         """
         census = _last
         if census.taken <= since:
-            if time.monotonic() < census.taken + max(2 * census.took, 0.001):
-                return True
-            census = _take_census()
+            return True
         return _members(census, pgid, leader)
+
+    async def wait_group_empty(pgid: int, leader: int, since: float) -> None:
+        """Return once no process but ``leader`` is left in group ``pgid`` (or ``/proc``
+        cannot tell), as told by a census begun after ``since`` (see
+        :func:`group_members_seen`), then by later ones, at growing intervals.
+
+        The many groups of one shutdown share each census, which is taken in a worker
+        thread: listing ``/proc`` with thousands of processes takes milliseconds, which the
+        event loop's thread must not spend.
+
+        **Cancellation:** safe; a census under way is finished first (milliseconds).
+        """
+        delay = POLL_FIRST
+        while True:
+            census = await _census_after(since)
+            if _members(census, pgid, leader) is not True:
+                return
+            since = time.monotonic()
+            await anyio.sleep(delay)
+            delay = min(delay * 2, POLL_MOST)
+
+    # Per event loop, the census it is taking (set when done), for the others to wait on.
+    _taking: RunVar[anyio.Event | None] = RunVar("anyio_proc.census", None)
+
+    async def _census_after(since: float) -> _Census:
+        while True:
+            census = _last
+            if census.taken > since:
+                return census
+            taking = _taking.get()
+            if taking is not None:
+                await taking.wait()
+                continue
+            # At most half of the time goes to listing /proc.
+            pause = census.taken + max(2 * census.took, 0.001) - time.monotonic()
+            if pause > 0:
+                await anyio.sleep(pause)
+                continue
+            done = anyio.Event()
+            _taking.set(done)
+            try:
+                await anyio.to_thread.run_sync(_take_census_quietly)
+            finally:
+                _taking.set(None)
+                done.set()
+
+    def _take_census_quietly() -> None:
+        # Signals meant for the program go to its main thread, not to this worker.
+        with signals_deferred():
+            _take_census()
 
     def group_in_session(pgid: int, sid: int) -> bool | None:
         """Whether process group ``pgid`` is in session ``sid`` (False when no process is
@@ -139,6 +201,10 @@ else:
         """Without /proc the members of a group cannot be listed: unknown."""
         return None
 
-    def group_members_left(pgid: int, leader: int, since: float) -> bool | None:
+    def group_members_seen(pgid: int, leader: int, since: float) -> bool | None:
         """Without /proc the members of a group cannot be listed: unknown."""
         return None
+
+    async def wait_group_empty(pgid: int, leader: int, since: float) -> None:
+        """Without /proc the members of a group cannot be listed: nothing to wait for."""
+        await checkpoint()

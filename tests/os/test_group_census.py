@@ -24,7 +24,7 @@ from ..helpers import alive
 if sys.platform != "linux":
     pytest.skip("the census lists /proc, which is Linux's", allow_module_level=True)
 
-from anyio_proc._os.groups import group_has_members, group_members_left
+from anyio_proc._os.groups import group_has_members, group_members_seen
 
 
 def wait_for(predicate: Callable[[], bool]) -> None:
@@ -62,10 +62,10 @@ def test_a_census_from_before_the_leader_exited_is_not_trusted() -> None:
         os.write(write_end, b"go\n")
         wait_for(lambda: exited(leader))
         seen = time.monotonic()
-        assert group_members_left(leader, leader, seen) is True
+        assert group_members_seen(leader, leader, seen) is True
         wait_for(lambda: group_has_members(leader, leader) is True)
         os.killpg(leader, signal.SIGKILL)
-        wait_for(lambda: group_members_left(leader, leader, time.monotonic()) is False)
+        wait_for(lambda: group_has_members(leader, leader) is False)
     finally:
         os.close(write_end)
         try:
@@ -97,7 +97,7 @@ def test_a_census_answers_every_group_whose_leader_it_saw_exit() -> None:
         wait_for(lambda: group_has_members(leaders[2], leaders[2]) is True)
         seen = time.monotonic()
         group_has_members(leaders[0], leaders[0])  # the census, taken after every exit
-        answers = [group_members_left(leader, leader, seen) for leader in leaders]
+        answers = [group_members_seen(leader, leader, seen) for leader in leaders]
         assert answers == [False, False, True]
     finally:
         for leader in leaders:
