@@ -69,6 +69,17 @@ class Shutdown(ExitPolicy):
         process.send(self.signal, everything=True)
         return anyio.current_time() + self.timeout
 
+    async def _begin_with_tree(
+        self, process: ProcessHandle, close_stdin: Callable[[], None]
+    ) -> float | None:
+        """:meth:`begin`, with the tree's walk waiting for stops with the loop running."""
+        close_stdin()
+        if not await paced(process.still_running):
+            process.reap_zombie()
+            return None
+        await process.send_everything(self.signal)
+        return anyio.current_time() + self.timeout
+
     async def finish(self, process: ProcessHandle, deadline: float | None) -> bool:
         """Wait out the grace period begun by :meth:`begin`; SIGKILL what is left."""
         if deadline is None:
@@ -82,9 +93,12 @@ class Shutdown(ExitPolicy):
         close_pipes: Callable[[], None],
     ) -> bool:
         with anyio.CancelScope(shield=True):
-            # In turns: a thousand children whose blocks end at once must not signal all
-            # of them in one turn of the event loop.
-            deadline = await paced(partial(self.begin, process, close_stdin))
+            if process.tree is None:
+                # In turns: a thousand children whose blocks end at once must not signal
+                # all of them in one turn of the event loop.
+                deadline = await paced(partial(self.begin, process, close_stdin))
+            else:
+                deadline = await self._begin_with_tree(process, close_stdin)
             escalated = await self.finish(process, deadline)
         # Returned out here: a scope may swallow what it cancels, so a type checker takes a
         # return inside it for a path that can fall through.

@@ -250,12 +250,34 @@ class ProcessHandle:
             return
         # Walk the tree before anything dies (a dead process's children are re-parented
         # out of reach), frozen so nothing forks meanwhile; _os/tree.py says why.
+        froze = False
         try:
-            tree.freeze(self._signal_root)
+            froze = tree.freeze(self._signal_root)
             self._send_direct(sig, everything)
             tree.signal(sig)
         finally:
-            tree.thaw(self._signal_root)
+            if froze:
+                tree.thaw(self._signal_root)
+
+    async def send_everything(self, sig: int) -> None:
+        """As ``send(sig, everything=True)``, for the exit policy: the tree's walk waits
+        for a level slow to stop with the event loop running, not blocked.
+
+        **Cancellation:** as any exception in the walk: what was stopped is continued, and
+        nothing is signalled.
+        """
+        tree = self.tree
+        if tree is None or not self.ours():
+            self.send(sig, everything=True)
+            return
+        froze = False
+        try:
+            froze = await tree.freeze_async(self._signal_root)
+            self._send_direct(sig, True)
+            tree.signal(sig)
+        finally:
+            if froze:
+                tree.thaw(self._signal_root)
 
     def _send_direct(self, sig: int, everything: bool) -> None:
         if everything and self.group_signallable():
@@ -343,7 +365,7 @@ class ProcessHandle:
             await self.wait_all_gone()
         escalated = scope.cancelled_caught
         if escalated:
-            self.send(SIGKILL, everything=True)
+            await self.send_everything(SIGKILL)
             with anyio.move_on_after(KILL_GRACE):
                 await self.wait_all_gone()
         elif self.group_unlistable():

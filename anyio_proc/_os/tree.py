@@ -55,7 +55,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from .._polling import poll_until
 from .._status import signal_name
@@ -70,9 +70,13 @@ logger = logging.getLogger("anyio_proc")
 SignalRoot = Callable[[int], bool]
 
 # Stopping is normally a matter of microseconds; a process in uninterruptible sleep or in a
-# vfork() stops only when that ends. Past this bound (per walk; it blocks the event loop,
-# since kill() is synchronous) the walk reads such a process's children anyway.
+# vfork() stops only when that ends. Past this bound (per walk) the walk reads such a
+# process's children anyway. The exit policy's walks wait for it with the event loop
+# running (freeze_async); a walk from kill() or send_signal(), which are synchronous,
+# blocks the loop for it.
 _STOP_BOUND = 0.2
+# How long freeze_async waits for a level to stop before it lets the event loop run.
+_STOP_INLINE = 0.001
 
 
 if sys.platform == "linux":
@@ -134,6 +138,16 @@ if sys.platform == "linux":
             else:
                 os.sched_yield()  # on a busy machine the target may need our CPU to stop
             pause = min(pause * 2 or 0.00005, 0.002)
+
+    async def _await_stopped(pids: list[int], deadline: float) -> None:
+        _wait_stopped(pids, min(deadline, time.monotonic() + _STOP_INLINE))
+        pause = _STOP_INLINE
+        while True:
+            pids = [pid for pid in pids if not _stopped(pid)]
+            if not pids or time.monotonic() >= deadline:
+                return
+            await anyio.sleep(pause)
+            pause = min(pause * 2, 0.01)
 
     def _children(parents: list[int]) -> list[tuple[int, int]]:
         """``(parent, child)`` for every child of ``parents``, read from /proc."""
@@ -242,14 +256,47 @@ if sys.platform == "linux":
             self._retired: list[_Proc] = []  # gone, but a wait may still watch the fd
             self._stopped: list[_Proc] = []
             self._root_stopped = False
+            self._walking = False  # a freeze_async lets other tasks run (and kill) meanwhile
 
-        def freeze(self, signal_root: SignalRoot | None) -> None:
+        def freeze(self, signal_root: SignalRoot | None) -> bool:
             """Stop the root (through ``signal_root``; None once it cannot be signalled) and
             every descendant reachable from it or from what earlier walks found; remember
-            each one. Call :meth:`thaw` afterwards, whatever happens in between."""
+            each one. If it returns True, call :meth:`thaw` afterwards, whatever happens in
+            between; False means another walk is under way (it thaws what it froze)."""
+            if self._walking:
+                return False
+            deadline = time.monotonic() + _STOP_BOUND
+            self._walking = True
+            try:
+                for level in self._walk(signal_root):
+                    _wait_stopped(level, deadline)
+            finally:
+                self._walking = False
+            return True
+
+        async def freeze_async(self, signal_root: SignalRoot | None) -> bool:
+            """As :meth:`freeze`, but a level slow to stop is waited for with the event
+            loop running.
+
+            **Cancellation:** as any exception: what it stopped so far is stopped, and
+            :meth:`thaw` continues it.
+            """
+            if self._walking:
+                return False
+            deadline = time.monotonic() + _STOP_BOUND
+            self._walking = True
+            try:
+                for level in self._walk(signal_root):
+                    await _await_stopped(level, deadline)
+            finally:
+                self._walking = False
+            return True
+
+        def _walk(self, signal_root: SignalRoot | None) -> Iterator[list[int]]:
+            """Stop and remember the tree, level by level; yields each level just stopped,
+            for the caller to wait until it shows stopped before its children are read."""
             if self._root_start is None:
                 return
-            deadline = time.monotonic() + _STOP_BOUND
             frontier: list[int] = []
             if signal_root is not None and signal_root(_SIGSTOP):
                 self._root_stopped = True
@@ -262,7 +309,7 @@ if sys.platform == "linux":
                     frontier.append(proc.pid)
             seen = set(frontier)
             while frontier:
-                _wait_stopped(frontier, deadline)
+                yield frontier
                 found: list[int] = []
                 for parent, pid in _children(frontier):
                     if pid in seen:
@@ -330,8 +377,11 @@ else:
         def __init__(self, root: int) -> None:
             self._root = root
 
-        def freeze(self, signal_root: SignalRoot | None) -> None:
-            pass
+        def freeze(self, signal_root: SignalRoot | None) -> bool:
+            return True
+
+        async def freeze_async(self, signal_root: SignalRoot | None) -> bool:
+            return True
 
         def signal(self, sig: int) -> None:
             pass

@@ -521,3 +521,40 @@ def test_builders_are_immutable_and_compare() -> None:
         assert base.die_with_parent() != base
     assert base._spec.kill_tree is False
     assert base._spec.die_with_parent is False
+
+
+async def test_the_exit_policy_waits_for_a_slow_stop_with_the_event_loop_running(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A process of the tree slow to stop (uninterruptible sleep, a vfork) is waited for
+    up to a bound; the exit policy's walk lets other tasks run meanwhile. Here the child
+    reads as running until another task has run a few turns: a walk that blocked the loop
+    would only get past it by its bound."""
+    import anyio_proc._os.tree as tree_mod
+
+    turns = 0
+    lie_about: set[int] = set()
+    ended_by_turns: list[bool] = []
+    real_stopped = tree_mod._stopped
+
+    def slow_to_stop(pid: int) -> bool:
+        if pid in lie_about:
+            if turns < 3:
+                return False
+            lie_about.discard(pid)
+            ended_by_turns.append(True)
+        return real_stopped(pid)
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await anyio.lowlevel.checkpoint()
+
+    async with anyio.create_task_group() as tg:
+        async with spawn(Command("sleep", "60").kill_tree()) as child:
+            monkeypatch.setattr(tree_mod, "_stopped", slow_to_stop)
+            lie_about.add(child.pid)
+            tg.start_soon(count_turns)
+        tg.cancel_scope.cancel()
+    assert ended_by_turns == [True]
