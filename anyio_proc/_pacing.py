@@ -16,12 +16,13 @@ itself.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from typing import TYPE_CHECKING, TypeVar
 
 import anyio
-from anyio.lowlevel import RunVar, checkpoint, checkpoint_if_cancelled
+from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -57,13 +58,17 @@ class Pacer:
         **Cancellation:** safe; a cancelled caller gives up its place (or passes the turn
         on, if it had just been given it) and has done nothing.
         """
-        if self._pausing or self._line or self._in_flight:
+        if self._pausing or self._line:
             await self._queue()
             return True
-        if self.spent >= BUDGET:
-            await self._pause()
-        else:
+        if self.spent < BUDGET:
+            # Beside the few just woken, if the budget allows: they run in this turn too.
             await checkpoint_if_cancelled()
+            return False
+        if self._in_flight:
+            await self._queue()  # they hand the turn on when done
+            return True
+        await self._pause()
         return False
 
     def done(self, seconds: float, queued: bool) -> None:
@@ -115,17 +120,19 @@ class Pacer:
             raise
 
 
-_pacers: RunVar[Pacer] = RunVar("anyio_proc.pacer")
+# Per thread, which is per event loop: one runs at a time in a thread (a RunVar costs as
+# much as the rest of the pacing). A pacer left by a loop that has ended is idle: its line
+# empties as its tasks finish, which they all do before their loop ends.
+_local = threading.local()
 
 
 def current_pacer() -> Pacer:
     """This event loop's pacer."""
     try:
-        return _pacers.get()
-    except LookupError:
-        pacer = Pacer()
-        _pacers.set(pacer)
-        return pacer
+        pacer: Pacer = _local.pacer
+    except AttributeError:
+        pacer = _local.pacer = Pacer()
+    return pacer
 
 
 async def paced(work: Callable[[], _T]) -> _T:

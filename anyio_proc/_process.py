@@ -13,6 +13,7 @@ import math
 import os
 import threading
 import time
+from functools import partial
 from typing import TYPE_CHECKING
 
 import anyio
@@ -20,6 +21,7 @@ import anyio
 from ._lifecycle import Lifecycle
 from ._os.groups import group_members_seen, signal_group, wait_group_empty
 from ._os.signals import SIGKILL, signals_deferred
+from ._pacing import paced
 from ._status import ExitStatus, signal_name
 
 if TYPE_CHECKING:
@@ -248,36 +250,45 @@ class ProcessHandle:
         if tree is None:
             self._send_direct(sig, everything)
             return
+        if tree.walking:
+            # The exit policy's walk is under way (it lets other tasks run): it thaws what
+            # it froze; what it found so far is signalled.
+            self._send_direct(sig, everything)
+            tree.signal(sig)
+            return
         # Walk the tree before anything dies (a dead process's children are re-parented
         # out of reach), frozen so nothing forks meanwhile; _os/tree.py says why.
-        froze = False
         try:
-            froze = tree.freeze(self._signal_root)
+            tree.freeze(self._signal_root)
             self._send_direct(sig, everything)
             tree.signal(sig)
         finally:
-            if froze:
-                tree.thaw(self._signal_root)
+            tree.thaw(self._signal_root)
 
     async def send_everything(self, sig: int) -> None:
         """As ``send(sig, everything=True)``, for the exit policy: the tree's walk waits
-        for a level slow to stop with the event loop running, not blocked.
+        for a level slow to stop with the event loop running, and its steps take their
+        turns (``_pacing.py``).
 
         **Cancellation:** as any exception in the walk: what was stopped is continued, and
         nothing is signalled.
         """
         tree = self.tree
-        if tree is None or not self.ours():
-            self.send(sig, everything=True)
+        if tree is None or tree.walking or not self.ours():
+            await paced(partial(self.send, sig, everything=True))
             return
-        froze = False
         try:
-            froze = await tree.freeze_async(self._signal_root)
+            await tree.freeze_async(self._signal_root)
+            await paced(partial(self._signal_then_thaw, sig, tree))
+        finally:
+            tree.thaw(self._signal_root)  # what an exception left stopped (else nothing)
+
+    def _signal_then_thaw(self, sig: int, tree: Descendants) -> None:
+        try:
             self._send_direct(sig, True)
             tree.signal(sig)
         finally:
-            if froze:
-                tree.thaw(self._signal_root)
+            tree.thaw(self._signal_root)
 
     def _send_direct(self, sig: int, everything: bool) -> None:
         if everything and self.group_signallable():

@@ -12,6 +12,7 @@ import os
 import signal as _signal
 import subprocess
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, Union
 
 if TYPE_CHECKING:
@@ -188,7 +189,7 @@ class Spec:
     shell: bool = False
     pty_size: tuple[int, int] | None = None  # (rows, cols) for the Stdio.PTY streams
 
-    @property
+    @cached_property  # once per Spec, not per spawn (frozen: cached in its __dict__)
     def argv(self) -> tuple[str, ...]:
         """Program and arguments as strings, for display and error messages."""
         return tuple(os.fsdecode(a) for a in (self.program, *self.args))

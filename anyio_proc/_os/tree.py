@@ -56,7 +56,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 
+from .._pacing import paced
 from .._polling import poll_until
 from .._status import signal_name
 from .waiters.base import close_watched_fd
@@ -75,14 +77,15 @@ SignalRoot = Callable[[int], bool]
 # running (freeze_async); a walk from kill() or send_signal(), which are synchronous,
 # blocks the loop for it.
 _STOP_BOUND = 0.2
-# How long freeze_async waits for a level to stop before it lets the event loop run.
-_STOP_INLINE = 0.001
+# freeze_async's first sleep while a level is slow to stop (it doubles from there).
+_STOP_FIRST_PAUSE = 0.0005
 
 
 if sys.platform == "linux":
     import signal
 
     import anyio
+    from anyio.lowlevel import checkpoint
 
     from .pidfds import has_exited, pidfd_or_none
     from .procfs import Stat, proc_list, proc_read, read_stat
@@ -140,14 +143,19 @@ if sys.platform == "linux":
             pause = min(pause * 2 or 0.00005, 0.002)
 
     async def _await_stopped(pids: list[int], deadline: float) -> None:
-        _wait_stopped(pids, min(deadline, time.monotonic() + _STOP_INLINE))
-        pause = _STOP_INLINE
+        # Not a moment of spinning here: hundreds of trees may be walked at once, and a
+        # stop needs the target scheduled. A first look after the others had their turn,
+        # then growing sleeps.
+        pause = 0.0
         while True:
             pids = [pid for pid in pids if not _stopped(pid)]
             if not pids or time.monotonic() >= deadline:
                 return
-            await anyio.sleep(pause)
-            pause = min(pause * 2, 0.01)
+            if pause:
+                await anyio.sleep(pause)
+            else:
+                await checkpoint()
+            pause = min(pause * 2 or _STOP_FIRST_PAUSE, 0.01)
 
     def _children(parents: list[int]) -> list[tuple[int, int]]:
         """``(parent, child)`` for every child of ``parents``, read from /proc."""
@@ -258,39 +266,36 @@ if sys.platform == "linux":
             self._root_stopped = False
             self._walking = False  # a freeze_async lets other tasks run (and kill) meanwhile
 
-        def freeze(self, signal_root: SignalRoot | None) -> bool:
+        @property
+        def walking(self) -> bool:
+            """A :meth:`freeze_async` is under way (it lets other tasks run meanwhile)."""
+            return self._walking
+
+        def freeze(self, signal_root: SignalRoot | None) -> None:
             """Stop the root (through ``signal_root``; None once it cannot be signalled) and
             every descendant reachable from it or from what earlier walks found; remember
-            each one. If it returns True, call :meth:`thaw` afterwards, whatever happens in
-            between; False means another walk is under way (it thaws what it froze)."""
-            if self._walking:
-                return False
+            each one. Call :meth:`thaw` afterwards, whatever happens in between. Not while
+            :attr:`walking`."""
             deadline = time.monotonic() + _STOP_BOUND
-            self._walking = True
-            try:
-                for level in self._walk(signal_root):
-                    _wait_stopped(level, deadline)
-            finally:
-                self._walking = False
-            return True
+            for level in self._walk(signal_root):
+                _wait_stopped(level, deadline)
 
-        async def freeze_async(self, signal_root: SignalRoot | None) -> bool:
+        async def freeze_async(self, signal_root: SignalRoot | None) -> None:
             """As :meth:`freeze`, but a level slow to stop is waited for with the event
-            loop running.
+            loop running, and each level's reads and signals take their turn (see
+            ``_pacing.py``): hundreds of trees may be walked at once.
 
             **Cancellation:** as any exception: what it stopped so far is stopped, and
             :meth:`thaw` continues it.
             """
-            if self._walking:
-                return False
             deadline = time.monotonic() + _STOP_BOUND
             self._walking = True
             try:
-                for level in self._walk(signal_root):
+                walk = self._walk(signal_root)
+                while (level := await paced(partial(next, walk, None))) is not None:
                     await _await_stopped(level, deadline)
             finally:
                 self._walking = False
-            return True
 
         def _walk(self, signal_root: SignalRoot | None) -> Iterator[list[int]]:
             """Stop and remember the tree, level by level; yields each level just stopped,
@@ -377,11 +382,13 @@ else:
         def __init__(self, root: int) -> None:
             self._root = root
 
-        def freeze(self, signal_root: SignalRoot | None) -> bool:
-            return True
+        walking = False
 
-        async def freeze_async(self, signal_root: SignalRoot | None) -> bool:
-            return True
+        def freeze(self, signal_root: SignalRoot | None) -> None:
+            pass
+
+        async def freeze_async(self, signal_root: SignalRoot | None) -> None:
+            pass
 
         def signal(self, sig: int) -> None:
             pass

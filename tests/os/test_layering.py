@@ -20,7 +20,7 @@ import anyio_proc
 PACKAGE = Path(anyio_proc.__file__).resolve().parent
 OS_DIR = PACKAGE / "_os"
 #: What ``_os/`` may import from the package outside itself.
-BELOW_OS = {"_spec", "_status", "_polling"}
+BELOW_OS = {"_spec", "_status", "_polling", "_pacing"}
 
 
 def modules(where: Path) -> list[Path]:

@@ -145,7 +145,12 @@ class FdWaiter(ExitWaiter):
             return True  # reaped elsewhere: the caller's own poll() reports it
 
     def close(self) -> None:
-        close_watched_fd(self._fd)
+        if self._busy:
+            close_watched_fd(self._fd)
+        else:
+            # Nobody waits on it: the backends drop their registration when a wait ends
+            # (asyncio's remove_reader; trio's is one-shot), so there is nothing to notify.
+            os.close(self._fd)
 
 
 class ReapedElsewhereWaiter(ExitWaiter):
