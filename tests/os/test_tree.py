@@ -558,3 +558,22 @@ async def test_the_exit_policy_waits_for_a_slow_stop_with_the_event_loop_running
             tg.start_soon(count_turns)
         tg.cancel_scope.cancel()
     assert ended_by_turns == [True]
+
+
+async def test_a_walk_cut_short_continues_what_it_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An exception in the exit policy's walk (here raised where it waits for a level to
+    stop; an interrupt could land there) must not leave the tree stopped."""
+    import anyio_proc._os.tree as tree_mod
+
+    async def interrupted(pids: list[int], deadline: float) -> None:
+        raise RuntimeError("interrupted")
+
+    async with spawn(Command("sleep", "60").kill_tree()) as child:
+        monkeypatch.setattr(tree_mod, "_await_stopped", interrupted)
+        with pytest.raises(RuntimeError, match="interrupted"):
+            await child._process.send_everything(signal.SIGTERM)
+        monkeypatch.undo()
+        with open(f"/proc/{child.pid}/stat", "rb") as f:
+            state = f.read().rpartition(b")")[2].split()[0]
+        assert state != b"T"
+        assert child.returncode is None  # nothing was signalled
