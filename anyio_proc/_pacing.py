@@ -40,16 +40,18 @@ _T = TypeVar("_T")
 class Pacer:
     """The turns of one event loop's blocking work."""
 
-    __slots__ = ("_in_flight", "_line", "_pausing", "_typical", "spent")
+    __slots__ = ("_fresh", "_in_flight", "_line", "_pausing", "_put_back", "_typical", "spent")
 
     def __init__(self) -> None:
-        #: Seconds of blocking work since the loop last turned (as far as we know: it may
-        #: have turned without us, which only makes the next pause early).
+        #: Seconds of blocking work in this turn of the loop (as far as we know: it may have
+        #: turned without us, which only makes the next pause early).
         self.spent = 0.0
         self._typical = 0.0005  # seconds, a running average of one piece of work
         self._pausing = False
         self._line: deque[anyio.Event] = deque()
         self._in_flight = 0  # woken from the line, work not done yet
+        self._fresh = False  # the next woken to run starts a new turn's count
+        self._put_back = 0  # woken, then put back at the front of the line, in this turn
 
     async def wait_turn(self) -> bool:
         """Return when the caller may block the loop's thread for a moment; then call
@@ -59,14 +61,14 @@ class Pacer:
         on, if it had just been given it) and has done nothing.
         """
         if self._pausing or self._line:
-            await self._queue()
+            await self._wait_in_line()
             return True
         if self.spent < BUDGET:
             # Beside the few just woken, if the budget allows: they run in this turn too.
             await checkpoint_if_cancelled()
             return False
         if self._in_flight:
-            await self._queue()  # they hand the turn on when done
+            await self._wait_in_line()  # they hand the turn on when done
             return True
         await self._pause()
         return False
@@ -83,9 +85,11 @@ class Pacer:
         """Wake the next few in line, as many as the budget holds, once nobody works."""
         if self._in_flight or self._pausing or not self._line:
             return
-        # They run in the next turn of the loop, not this one.
-        self.spent = 0.0
-        count = max(1, int(BUDGET / max(self._typical, 1e-6)))
+        # They run in the next turn of the loop, not this one: the first to run starts
+        # that turn's count.
+        self._fresh = True
+        self._put_back = 0
+        count = min(_MOST_WOKEN, max(1, int(BUDGET / (self._typical + _RESUME_COST))))
         while count and self._line:
             self._line.popleft().set()
             self._in_flight += 1
@@ -106,18 +110,42 @@ class Pacer:
         self._pausing = False
         self.spent = 0.0
 
-    async def _queue(self) -> None:
-        turn = anyio.Event()
-        self._line.append(turn)
-        try:
-            await turn.wait()
-        except BaseException:
-            if turn.is_set():
-                self._in_flight -= 1  # the turn was ours: pass it on
+    async def _wait_in_line(self) -> None:
+        first = False
+        while True:
+            turn = anyio.Event()
+            if first:
+                # At the front, behind those put back before us: the order stays.
+                self._line.insert(self._put_back, turn)
+                self._put_back += 1
+                self._hand_on()  # the last of those woken with us: the next turn is ours
             else:
-                self._line.remove(turn)
-            self._hand_on()
-            raise
+                self._line.append(turn)
+            try:
+                await turn.wait()
+            except BaseException:
+                if turn.is_set():
+                    self._in_flight -= 1  # the turn was ours: pass it on
+                else:
+                    self._line.remove(turn)
+                self._hand_on()
+                raise
+            if self._fresh:  # the first to run in a new turn: its work is due
+                self._fresh = False
+                self.spent = 0.0
+                return
+            if self.spent < BUDGET:
+                return
+            # Those woken before us in this turn took longer than usual and used it up:
+            # first in line for the next.
+            self._in_flight -= 1
+            first = True
+
+
+#: The most callers woken for one turn, and what resuming one costs besides its work:
+#: the batch must fit the budget even when the work itself is tiny (a signal).
+_MOST_WOKEN = 32
+_RESUME_COST = 0.00005
 
 
 # Per thread, which is per event loop: one runs at a time in a thread (a RunVar costs as

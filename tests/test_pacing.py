@@ -215,3 +215,31 @@ async def test_work_that_raises_hands_the_turn_on(no_budget: None) -> None:
         tg.start_soon(attempt, lambda: "ok")
     assert sorted(results) == ["ok", "raised", "raised"]
     assert_idle(pacer)
+
+
+async def test_those_woken_together_wait_for_the_next_turn_once_it_is_used_up() -> None:
+    """A batch is woken by the usual cost of a piece of work; when the first ones take
+    longer (a fork on a loaded machine), the rest go first in line for the next turn."""
+    pacer = Pacer()
+    turns = Turns()
+    ran: list[tuple[int, int]] = []  # (caller, turn count) in the order they worked
+
+    async def work(i: int) -> None:
+        queued = await pacer.wait_turn()
+        ran.append((i, turns.count))
+        pacer.done(0.01 if i else 0.0001, queued)  # each but the first overruns the budget
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(turns.run)
+        pacer.spent = 1.0  # the budget is spent: the first caller pauses, the rest queue
+        async with anyio.create_task_group() as workers:
+            for i in range(6):
+                workers.start_soon(work, i)
+        tg.cancel_scope.cancel()
+    # (In order on asyncio; trio runs the tasks woken for one turn in random order.)
+    assert sorted(i for i, _ in ran) == list(range(6))
+    counts = [count for _, count in ran[1:]]
+    # One overrunning piece of work per turn (trio runs a turn's tasks in random order, so
+    # the ticker may count a turn just before or just after: give or take the ends).
+    assert counts[-1] - counts[0] >= len(counts) - 2, ran
+    assert_idle(pacer)
