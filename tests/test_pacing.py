@@ -91,9 +91,9 @@ async def test_shutdowns_at_once_let_the_loop_turn_between_their_signals(
     signalled: list[int] = []
     send = ProcessHandle.send
 
-    def counting_send(self: ProcessHandle, sig: int, *, everything: bool) -> bool:
+    def counting_send(self: ProcessHandle, sig: int, *, everything: bool) -> None:
         signalled.append(turns.count)
-        return send(self, sig, everything=everything)
+        send(self, sig, everything=everything)
 
     n = 10
     async with anyio.create_task_group() as tg:
