@@ -1,11 +1,13 @@
-"""Sessions: the suite on every installed Python, typing, lint, and the examples."""
+"""Sessions: the suite on every installed Python, typing, lint, the examples, the docs."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import nox
 
 nox.options.default_venv_backend = "venv"
-nox.options.sessions = ["tests", "anyio_compat", "typing", "lint", "examples"]
+nox.options.sessions = ["tests", "anyio_compat", "typing", "lint", "examples", "docs"]
 
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 
@@ -49,5 +51,22 @@ def lint(session: nox.Session) -> None:
 def examples(session: nox.Session) -> None:
     session.install("-e", ".[trio,uvloop]")
     for backend in ("asyncio", "uvloop", "trio"):
-        session.run("python", "examples/quickstart.py", backend)
+        for example in sorted(Path("examples").glob("*.py")):
+            session.run("python", str(example), backend)
         session.run("anyio-proc", "start", "-f", "examples/Procfile", "--backend", backend)
+
+
+@nox.session(python="3.11")
+def docs(session: nox.Session) -> None:
+    """The Sphinx site, warnings as errors: docs/_build/html/index.html."""
+    session.install("-e", ".[docs]")
+    session.run(
+        "sphinx-build",
+        "-W",
+        "--keep-going",
+        "-b",
+        "html",
+        "docs",
+        "docs/_build/html",
+        *session.posargs,
+    )

@@ -86,7 +86,7 @@ class Child(Process):
     def __init__(
         self,
         *,
-        waiter: ExitWaiter,
+        waiter: ExitWaiter | None,
         args: tuple[str, ...],
         stdin: PipeSendStream | None,
         stdout: PipeReceiveStream | None,
@@ -99,20 +99,18 @@ class Child(Process):
         leads_session: bool = False,
         wait_policy: bool = False,
         kill_tree: bool = False,
+        process: ProcessHandle | None = None,
     ) -> None:
         keep_zombie = leads_group and not wait_policy  # see ExitPolicy.keeps_zombie
-        # First: from here on the waiter is ours to close (start_child checks for it).
-        self._process = ProcessHandle(
-            waiter,
-            args,
-            leads_group=leads_group,
-            keep_zombie=keep_zombie,
-            # A session leader (on a pseudo-terminal, or new_session): the jobs of a shell
-            # with job control sit in other groups of its session, pinned by its zombie.
-            session=Session(waiter.pid) if leads_session and keep_zombie else None,
-            # Command.kill_tree: the descendants found (and held) by the signal walks.
-            tree=Descendants(waiter.pid) if kill_tree else None,
-        )
+        # A process that is not a local child (anyio_proc.remote) comes with its own handle,
+        # a ProcessHandle subclass; then there is no waiter.
+        if process is not None:
+            self._process = process
+        else:
+            assert waiter is not None
+            self._process = self._local_process(
+                waiter, args, leads_group, keep_zombie, leads_session, kill_tree
+            )
         # Chosen once: open_process() wants anyio's policy, everything else ours.
         self._policy: ExitPolicy = (
             WaitThenKill() if wait_policy else Shutdown(shutdown_signal, shutdown_timeout)
@@ -128,6 +126,28 @@ class Child(Process):
         self._escalated = False
         if kill_on_drop:
             _kill_at_exit.add(self)
+
+    @staticmethod
+    def _local_process(
+        waiter: ExitWaiter,
+        args: tuple[str, ...],
+        leads_group: bool,
+        keep_zombie: bool,
+        leads_session: bool,
+        kill_tree: bool,
+    ) -> ProcessHandle:
+        # First: from here on the waiter is ours to close (start_child checks for it).
+        return ProcessHandle(
+            waiter,
+            args,
+            leads_group=leads_group,
+            keep_zombie=keep_zombie,
+            # A session leader (on a pseudo-terminal, or new_session): the jobs of a shell
+            # with job control sit in other groups of its session, pinned by its zombie.
+            session=Session(waiter.pid) if leads_session and keep_zombie else None,
+            # Command.kill_tree: the descendants found (and held) by the signal walks.
+            tree=Descendants(waiter.pid) if kill_tree else None,
+        )
 
     # -- anyio.abc.Process -------------------------------------------------------------
 
@@ -261,7 +281,10 @@ class Child(Process):
         timeout: float | None = None,
         encoding: str = "utf-8",
     ) -> re.Match[AnyStr]:
-        """Wait until the terminal output matches ``pattern``; see :meth:`PtyStream.expect`."""
+        """Wait until the terminal output matches ``pattern``; see :meth:`PtyStream.expect`.
+
+        **Cancellation:** safe, as :meth:`PtyStream.expect`; nothing received is lost.
+        """
         return await self._terminal().expect(pattern, timeout=timeout, encoding=encoding)
 
     # -- signals -----------------------------------------------------------------------

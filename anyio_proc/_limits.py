@@ -23,7 +23,9 @@ class OutputLimitExceeded(Exception):
     def __init__(self, limit: int, partial: bytes | str) -> None:
         unit = "bytes" if isinstance(partial, bytes) else "characters"
         super().__init__(f"more than {limit} {unit}")
+        #: The limit that was exceeded: bytes for ``read_all()``, characters for ``lines()``.
         self.limit = limit
+        #: A copy of what had arrived (more than :attr:`limit`), as described above.
         self.partial = partial
 
 

@@ -238,6 +238,8 @@ class Pipeline:
         captured in one stream, and stdin null (each unless set).
 
         Does not raise for a failed status: call ``.check()`` on the result.
+
+        **Cancellation:** as :meth:`status`; the output read so far is lost.
         """
         pipeline = self
         spec = self._spec

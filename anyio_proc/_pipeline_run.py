@@ -188,7 +188,11 @@ class PipelineChild(Process):
 
     async def wait_with_output(self, input: bytes | None = None) -> Output:
         """Feed ``input`` to the first stdin, read the last stdout and the shared stderr to
-        end-of-file concurrently, wait; ``Output.status`` is the :class:`PipelineStatus`."""
+        end-of-file concurrently, wait; ``Output.status`` is the :class:`PipelineStatus`.
+
+        **Cancellation:** the processes are left running (the enclosing block's exit policy
+        stops them); the output read so far is lost.
+        """
         stdin = self.stdin
         if input is not None and stdin is None:
             raise ValueError("input was given but the pipeline's stdin is not piped")

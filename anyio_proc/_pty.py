@@ -222,6 +222,10 @@ class PtyStream(PipeEnd, ByteStream):
 
         A terminal has no half-close: a program reading lines sees end-of-file when this
         comes at the start of a line (send ``b"\\n"`` first otherwise).
+
+        **Cancellation:** the character is typed whole or not at all: a cancellation that
+        interrupts the call (before it could be written, as while the terminal's input
+        queue is full) leaves it untyped.
         """
         fd = self._fd
         if fd < 0:
@@ -248,7 +252,10 @@ class PtyStream(PipeEnd, ByteStream):
 
     async def aclose(self) -> None:
         """Close our side; a program still attached gets SIGHUP, as when a terminal window
-        closes."""
+        closes.
+
+        **Cancellation:** the terminal is closed even when the call is cancelled.
+        """
         close_now(self)
         self._buffer.clear()
         await checkpoint()

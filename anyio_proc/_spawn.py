@@ -53,6 +53,11 @@ class SpawnContext(Generic[_Running]):
 
     Gives a :class:`Child` for a :class:`Command`, a :class:`PipelineChild` for a
     :class:`Pipeline`.
+
+    **Cancellation:** awaiting it, or entering the block, is not cancellable half-way (see
+    :func:`spawn`): once the process exists, the caller gets it. Leaving the block applies
+    the exit policy, shielded, as :meth:`Child.aclose` does, before a cancellation
+    propagates.
     """
 
     __slots__ = ("_launch", "_running")

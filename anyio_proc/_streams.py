@@ -359,7 +359,10 @@ class PipeReceiveStream(PipeEnd, ByteReceiveStream):
 
     async def aclose(self) -> None:
         """Close our end; a task blocked in :meth:`receive` gets ``ClosedResourceError``.
-        Bytes still buffered are dropped."""
+        Bytes still buffered are dropped.
+
+        **Cancellation:** the end is closed even when the call is cancelled.
+        """
         close_now(self)
         await checkpoint()
 
@@ -556,10 +559,16 @@ class PipeSendStream(PipeEnd, ByteSendStream):
         await self._send(item)
 
     async def send_eof(self) -> None:
-        """Close our end so the child reads end-of-file; same as :meth:`aclose`."""
+        """Close our end so the child reads end-of-file; same as :meth:`aclose`.
+
+        **Cancellation:** as :meth:`aclose`: the end is closed even when cancelled.
+        """
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close our end; the child reads end-of-file."""
+        """Close our end; the child reads end-of-file.
+
+        **Cancellation:** the end is closed even when the call is cancelled.
+        """
         close_now(self)
         await checkpoint()

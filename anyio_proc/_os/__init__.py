@@ -25,4 +25,6 @@ Reaching and watching processes:
   ``pidfds.py``          pidfds for processes that are not our children (Linux)
   ``procfs.py``          the one ``/proc`` reader, ``stat`` parser included (Linux)
   ``pipes.py``           blocking mode and capacity of pipes
+  ``leaks.py``           what a test left behind, for the pytest plugin: children, fds,
+                         and hooks noting where each process was started
 """

@@ -83,7 +83,7 @@ class Supervisor:
     out instead of the cancellation, as an error from a task does out of a task group.
     What gets through the shield during that shutdown (a Ctrl-C on trio, a native asyncio
     ``Task.cancel()``) cuts short the exit policy of the service being stopped (killed and
-    reaped at once, see :meth:`Child.aclose`); the others are still stopped, in order,
+    reaped at once, see :meth:`anyio_proc.Child.aclose`); the others are still stopped, in order,
     before it propagates.
     """
 
