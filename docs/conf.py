@@ -17,6 +17,7 @@ from sphinx.ext import intersphinx
 from sphinx.pycode import ModuleAnalyzer
 
 import anyio_proc
+import anyio_proc.remote
 import anyio_proc.services
 
 if TYPE_CHECKING:
@@ -82,6 +83,9 @@ SHOWN_WITHOUT_SIGNATURE = {
     "anyio_proc.services.Service",
     "anyio_proc.services.ServiceEvent",
     "anyio_proc.Stdio",
+    "anyio_proc.remote.Host",
+    "anyio_proc.remote.RemoteChild",
+    "anyio_proc.remote.RemoteSpawnContext",
 }
 
 # Names that annotations show as they are written, where the module imports them only for
@@ -214,6 +218,7 @@ def _analysis_of(package: ModuleType) -> None:
 
 _analysis_of(anyio_proc)
 _analysis_of(anyio_proc.services)
+_analysis_of(anyio_proc.remote)
 
 
 # -- The reference's signatures and bases ----------------------------------------------------

@@ -38,8 +38,10 @@ async def main() -> None:
         answer = await child.expect(rb"(\d+)\r\n>>> ", timeout=10)
         print(f"3. the REPL answered {answer[1]!r}")
         # Ctrl-C interrupts what runs in the foreground, as at a real terminal.
-        await child.pty.send(b"import time; time.sleep(60)\n")
-        await child.expect(r"sleep\(60\)\r\n", timeout=10)  # echoed: the line was read
+        # Typed only once its output shows the line runs: a Ctrl-C that comes while the
+        # line editor is still handing the line over can be lost.
+        await child.pty.send(b"import time; print('zz' + 'z'); time.sleep(60)\n")
+        await child.expect("zzz\r\n", timeout=10)
         await child.pty.send(b"\x03")
         await child.expect("KeyboardInterrupt\r\n>>> ", timeout=10)
         print("   Ctrl-C interrupted time.sleep(60)")

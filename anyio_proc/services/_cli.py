@@ -12,6 +12,7 @@ import importlib
 import os
 import sys
 import warnings
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -19,6 +20,7 @@ import anyio
 from ._cli_args import PROG, build_parser
 from ._cli_output import Printer, use_color
 from ._cli_plan import UsageError, plan_run, plan_start, read_env_files
+from ._cli_remote import fan_out, host_names
 from ._cli_run import Options, supervise
 from ._config import ConfigError, Problem
 from ._policy import RestartPolicy
@@ -27,6 +29,8 @@ from ._procfile import read_procfile
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Sequence
+
+    from ._cli_plan import ServiceSpec
 
 __all__ = ["main", "run"]
 
@@ -57,6 +61,8 @@ def _start_or_run(args: argparse.Namespace) -> int:
         stop_on_exit, stop_on_failure = True, True
     else:
         specs = plan_run(args)
+        if args.hosts:
+            return _fan_out(args, specs)
         stop_on_exit, stop_on_failure = args.kill_others, args.kill_others_on_fail
     opts = Options(
         backend=args.backend,
@@ -75,6 +81,29 @@ def _start_or_run(args: argparse.Namespace) -> int:
     # reports an escalation, with a hint; the warning would repeat it as a traceback.
     warnings.filterwarnings("ignore", r".*was still running", RuntimeWarning)
     return _run_async(opts.backend, supervise, specs, opts, printer)
+
+
+def _fan_out(args: argparse.Namespace, specs: list[ServiceSpec]) -> int:
+    """``anyio-proc run -H host ...``: the commands on every host (``_cli_remote.py``)."""
+    if args.ready or args.restart != "never" or args.kill_others or args.kill_others_on_fail:
+        raise UsageError(
+            "-H runs each command once on every host: no --ready, --restart, "
+            "--kill-others or --kill-others-on-fail"
+        )
+    if len(set(args.hosts)) != len(args.hosts):
+        raise UsageError("each -H host must be given once")
+    printer = Printer(
+        host_names(args.hosts, specs), color=use_color(args.color, sys.stdout), stream=sys.stdout
+    )
+    run = partial(
+        fan_out,
+        args.hosts,
+        specs,
+        config_file=args.ssh_config,
+        timeout=args.timeout,
+        printer=printer,
+    )
+    return _run_async(args.backend, run)
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -113,6 +113,17 @@ def _run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--kill-others", action="store_true", help="stop the other commands when one ends"
     )
+    run.add_argument(
+        "-H",
+        "--host",
+        action="append",
+        default=[],
+        dest="hosts",
+        metavar="HOST",
+        help="run the commands on HOST over ssh instead (repeat: every host at once); the "
+        "exit code has bit i set when the i-th host failed",
+    )
+    run.add_argument("--ssh-config", metavar="FILE", help="the ssh config file for -H (ssh -F)")
     _running_arguments(run)
     run.add_argument("commands", nargs="+", metavar="COMMAND")
 

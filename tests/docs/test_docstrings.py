@@ -9,11 +9,12 @@ import re
 import pytest
 
 import anyio_proc
+import anyio_proc.remote
 import anyio_proc.services
 
 from .running import REPOSITORY
 
-PACKAGES = [anyio_proc, anyio_proc.services]
+PACKAGES = [anyio_proc, anyio_proc.services, anyio_proc.remote]
 PUBLIC = [(package, name) for package in PACKAGES for name in package.__all__]
 
 

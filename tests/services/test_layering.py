@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import anyio_proc
+import anyio_proc.remote
 import anyio_proc.services
 
 PACKAGE = Path(anyio_proc.__file__).resolve().parent
@@ -54,6 +55,7 @@ def _absolute(node: ast.ImportFrom, package: str) -> str:
 def layering_problems(source: str, package: str) -> list[str]:
     """What in ``source`` (a module of ``package``) reaches past the public API."""
     public = set(anyio_proc.__all__)
+    public_remote = set(anyio_proc.remote.__all__)  # the remote hosts' public subpackage
     problems = []
     for node in ast.walk(ast.parse(source)):
         where = f"line {getattr(node, 'lineno', '?')}"
@@ -67,6 +69,8 @@ def layering_problems(source: str, package: str) -> list[str]:
             names = [alias.name for alias in node.names]
             if module == "anyio_proc":
                 problems += [f"{where}: {n} is not public" for n in names if n not in public]
+            elif module == "anyio_proc.remote":
+                problems += [f"{where}: {n} is not public" for n in names if n not in public_remote]
             elif module.startswith("anyio_proc.services"):
                 # A services module by name (`from . import _events`) is fine; its privates not.
                 problems += [
