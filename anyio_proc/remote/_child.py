@@ -16,10 +16,10 @@ class RemoteChild(Child):
     """A child process on a remote host, started by :meth:`Host.spawn`.
 
     Everything of :class:`~anyio_proc.Child` applies: the streams are the local ``ssh``
-    session's pipes, :meth:`~anyio_proc.Child.wait` returns the remote command's own status (a signal that
-    killed it included), signals reach the remote command (``send_signal``,
-    ``terminate``) or its whole process group (``kill``, the exit policy), and leaving
-    the block stops the remote group and reaps the local ``ssh``.
+    session's pipes, :meth:`~anyio_proc.Child.wait` returns the remote command's own
+    status (a signal that killed it included), signals reach the remote command
+    (``send_signal``, ``terminate``) or its whole process group (``kill``, the exit
+    policy), and leaving the block stops the remote group and reaps the local ``ssh``.
 
     :attr:`~anyio_proc.Child.pid` is the local ``ssh`` process; :attr:`remote_pid` and
     :attr:`remote_pgid` are the command's numbers on the host.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -11,7 +12,14 @@ import anyio
 if TYPE_CHECKING:
     from ._events import StreamName
 
-__all__ = ["ReadyCheck", "ReadyLine", "ReadyPort", "line_pattern", "wait_for_port"]
+__all__ = [
+    "ReadyCheck",
+    "ReadyLine",
+    "ReadyPort",
+    "check_remote_ready",
+    "line_pattern",
+    "wait_for_port",
+]
 
 # Polling a port: there is no event for "someone listens now". Start fast, since servers
 # usually bind within milliseconds, and back off to a light load.
@@ -45,7 +53,9 @@ class ReadyLine:
 class ReadyPort:
     """Ready once a TCP connection to ``host:port`` succeeds.
 
-    Anything listening there counts, so pick a port the service owns.
+    Anything listening there counts, so pick a port the service owns. The connection is
+    made from this machine, also for a service on a remote host, which therefore needs a
+    ``host`` naming that machine (see :meth:`Supervisor.start`).
     """
 
     port: int
@@ -62,6 +72,30 @@ class ReadyPort:
 
 #: What ``Supervisor.start(ready=...)`` takes.
 ReadyCheck = ReadyLine | ReadyPort
+
+
+def _names_this_machine(host: str) -> bool:
+    """True for an address that always means the machine the connection is made from
+    (loopback, ``localhost``, the unspecified address), whatever host a service runs on."""
+    name = host.strip("[]").lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(name.split("%", 1)[0])
+    except ValueError:
+        return False  # a host name: it names whichever machine it resolves to
+    return address.is_loopback or address.is_unspecified
+
+
+def check_remote_ready(check: ReadyCheck | None, destination: str) -> None:
+    """Refuse a :class:`ReadyPort` that would poll this machine for a service that runs on
+    ``destination``: its port is open (or not) there, not here."""
+    if isinstance(check, ReadyPort) and _names_this_machine(check.host):
+        raise ValueError(
+            f"ReadyPort({check.port}, host={check.host!r}) would check this machine, but the "
+            f"service runs on {destination!r}: give the address the port is reachable at "
+            f"from here (ReadyPort({check.port}, host=...)), or use a ReadyLine"
+        )
 
 
 def line_pattern(check: ReadyCheck | None, stream: StreamName) -> re.Pattern[str] | None:

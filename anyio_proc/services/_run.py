@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
     from anyio_proc import Child, Command, ExitStatus, PipeReceiveStream
+    from anyio_proc.remote import Host
 
     from ._events import StreamName
     from ._host import ServiceHost
@@ -30,20 +31,26 @@ Captured = list[tuple["StreamName", "PipeReceiveStream"]]
 
 
 async def spawn_captured(
-    command: Command, *, capture: bool, merge_stderr: bool
+    command: Command, *, capture: bool, merge_stderr: bool, host: Host | None = None
 ) -> tuple[Child, Captured]:
-    """Spawn ``command``; with ``capture``, also the streams to read its output from.
+    """Spawn ``command`` (on ``host`` if given: a :class:`~anyio_proc.remote.RemoteChild`,
+    which is a Child); with ``capture``, also the streams to read its output from.
 
     The streams are taken over from the Child (:meth:`Child.take_stdout`): the exit policy
     would close the Child's own pipes once the process is reaped, dropping what it wrote
     just before exiting (a server's goodbye); taken over, they are read to end-of-file.
     """
+    if capture:
+        command = command.stdout_piped()
+        # Merged: one pipe, so the order of lines between the two streams is kept.
+        command = command.stderr(Stdio.STDOUT) if merge_stderr else command.stderr_piped()
+    child: Child
+    if host is None:
+        child = await command.spawn()
+    else:
+        child = await host.spawn(command)
     if not capture:
-        return await command.spawn(), []
-    command = command.stdout_piped()
-    # Merged: one pipe, so the order of lines between the two streams is kept.
-    command = command.stderr(Stdio.STDOUT) if merge_stderr else command.stderr_piped()
-    child = await command.spawn()
+        return child, []
     # No checkpoint from the spawn to here: the streams always have an owner.
     streams: Captured = [("stdout", child.take_stdout())]
     if not merge_stderr:

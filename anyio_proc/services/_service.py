@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup, TaskStatus
 
     from anyio_proc import Child, Command, ExitStatus
+    from anyio_proc.remote import Host
 
     from ._host import ServiceHost
     from ._policy import Backoff, RestartPolicy
@@ -40,6 +41,7 @@ class Service:
         backoff: Backoff,
         max_restarts: int,
         restart_window: float,
+        host: Host | None = None,
     ) -> None:
         self._runner = runner
         self.name = name
@@ -50,6 +52,8 @@ class Service:
         self.backoff = backoff
         self.max_restarts = max_restarts
         self.restart_window = restart_window
+        #: The remote host its processes run on (``Supervisor.start(host=...)``), or None.
+        self.host = host
         #: How many times the process was started again.
         self.restarts = 0
         #: The exit status of the last process, once one has exited.
@@ -70,6 +74,8 @@ class Service:
 
     @property
     def pid(self) -> int | None:
+        """The current process's pid (``child.pid``); for a service on a remote host, the
+        local ``ssh`` session's, its pid on the host being ``child.remote_pid``."""
         child = self.child
         return None if child is None else child.pid
 
@@ -118,6 +124,7 @@ class ServiceRunner:
         max_restarts: int,
         restart_window: float,
         merge_stderr: bool,
+        remote: Host | None = None,
     ) -> None:
         self.host = host
         self.merge_stderr = merge_stderr
@@ -131,6 +138,7 @@ class ServiceRunner:
             backoff=backoff,
             max_restarts=max_restarts,
             restart_window=restart_window,
+            host=remote,
         )
         self.budget = RestartBudget(
             name,
@@ -220,12 +228,22 @@ class ServiceRunner:
         service = self.service
         check = service.ready_check
         capture = self.host.captures_output or isinstance(check, ReadyLine)
+        remote = service.host
         try:
             child, streams = await spawn_captured(
-                service.command, capture=capture, merge_stderr=self.merge_stderr
+                service.command, capture=capture, merge_stderr=self.merge_stderr, host=remote
             )
-        except OSError as exc:
+        except OSError as exc:  # SSHError too: the host unreachable, the connection lost
             raise ServiceFailed(service.name, f"could not be started: {exc}") from exc
+        except RuntimeError as exc:
+            if remote is None:
+                raise
+            # The host's block has ended (the caller's nesting of the blocks is wrong, or
+            # it was closed under the service): a failure of the service, not a crash of
+            # its task (which the task group would wrap up with the others).
+            raise ServiceFailed(
+                service.name, f"could not be started on {remote.destination!r}: {exc}"
+            ) from exc
         # No checkpoint from the spawn to here: the child is always recorded.
         run = ProcessRun(
             child,

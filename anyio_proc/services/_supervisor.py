@@ -24,6 +24,7 @@ import anyio
 
 from ._host import ServiceHost
 from ._policy import Backoff, RestartPolicy
+from ._ready import check_remote_ready
 from ._service import ServiceRunner
 
 if sys.version_info < (3, 11):
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
     from anyio_proc import Command
+    from anyio_proc.remote import Host
 
     from ._events import OutputLine, ServiceEvent
     from ._ready import ReadyCheck
@@ -228,6 +230,7 @@ class Supervisor:
         max_restarts: int = 5,
         restart_window: float = 60.0,
         merge_stderr: bool = False,
+        host: Host | None = None,
     ) -> Service:
         """Start a service and return it once it is ready.
 
@@ -241,6 +244,23 @@ class Supervisor:
         is ready as soon as its process exists. ``merge_stderr`` sends stderr into the
         stdout pipe, keeping the order of lines between the two.
 
+        ``host``: an :class:`anyio_proc.remote.Host` (from ``async with ssh_host(...)``)
+        to run the service's processes on, each one ``host.spawn(command)`` (a
+        :class:`~anyio_proc.remote.RemoteChild`); restarts, readiness, events and the
+        ordered shutdown are the same. The Supervisor does not own the host: the caller's
+        ``async with ssh_host(...)`` block must enclose the Supervisor's block. A host
+        closed under a running service stops its process (the service sees it exit), and a
+        restart then fails with :class:`ServiceFailed` naming the host; nothing waits
+        forever. A lost connection ends the process too (a failed status: what it was is
+        not known here), and a restart opens a new one. The ``pid`` of its events and of
+        :attr:`Service.pid` is the local ``ssh`` session's (``service.child.remote_pid`` is
+        the pid on the host). A :class:`ReadyPort` is polled from this machine, so for a
+        service on a host it must name an address of that host: one of loopback
+        (``ReadyPort(port)``, whose host is ``127.0.0.1``), ``localhost`` or ``0.0.0.0``
+        raises :class:`ValueError`, as does a ``Command`` option that has no meaning on a
+        remote host, before anything is spawned (``TypeError`` for a ``host`` that is not
+        a Host).
+
         Raises :class:`ServiceFailed` if the service exits before it is ready (and is not
         restarted), is not ready within ``ready_timeout`` seconds, or cannot be started;
         its process is stopped first.
@@ -251,6 +271,8 @@ class Supervisor:
         if self._tg is None or self._host.closing:
             raise RuntimeError("Supervisor.start() needs an open 'async with Supervisor()' block")
         self._check_start(name, max_restarts, restart_window, ready_timeout)
+        if host is not None:
+            self._check_host(host, command, ready)
         runner = ServiceRunner(
             self._host,
             name,
@@ -262,6 +284,7 @@ class Supervisor:
             max_restarts=max_restarts,
             restart_window=restart_window,
             merge_stderr=merge_stderr,
+            remote=host,
         )
         self._runners.append(runner)
         try:
@@ -286,6 +309,22 @@ class Supervisor:
             raise ValueError("max_restarts must be >= 0 and restart_window > 0")
         if ready_timeout is not None and not ready_timeout >= 0:
             raise ValueError(f"ready_timeout must be None or >= 0, not {ready_timeout}")
+
+    @staticmethod
+    def _check_host(host: Host, command: Command, ready: ReadyCheck | None) -> None:
+        """Refuse, before anything is spawned, what cannot work on ``host``."""
+        # Imported here: a program without remote services does not load the ssh layer.
+        from anyio_proc.remote import Host
+
+        if not isinstance(host, Host):
+            raise TypeError(
+                f"host must be an anyio_proc.remote.Host (from ssh_host()), "
+                f"not {type(host).__name__}"
+            )
+        check_remote_ready(ready, host.destination)
+        # Builds the spawn without starting it: a Command option without meaning on a
+        # remote host (uid, pass_fds, pty...) raises ValueError here, not at each restart.
+        host.spawn(command)
 
     async def wait(self) -> None:
         """Wait until every service started so far has ended for good.
