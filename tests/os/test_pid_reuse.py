@@ -116,6 +116,11 @@ async def _start_newcomer(kind: str) -> tuple[Child, int]:
 async def recycle(pid: int, kind: str) -> AsyncIterator[Newcomer]:
     """Start a newcomer with ``pid``; bounded retries."""
     for _ in range(100):
+        if kind == "stranger" and _held(pid - 1):
+            # The shell must take the number just before its background job's, and a
+            # process or thread holds it (our group census's worker thread may, for a few
+            # seconds after it ran): start over with another stale child.
+            raise PidTaken(pid)
         # The shell takes a pid before its background job: aim one further back for it.
         _place_next_pid(pid - 1 if kind == "stranger" else pid)
         holder, got = await _start_newcomer(kind)
@@ -131,6 +136,11 @@ async def recycle(pid: int, kind: str) -> AsyncIterator[Newcomer]:
             # newcomer of ours can get it; the caller starts over with a new stale child.
             raise PidTaken(pid)
     pytest.fail(f"could not get pid {pid} back after 100 tries")
+
+
+def _held(pid: int) -> bool:
+    """Whether a process or a thread (of any process) has the number ``pid``."""
+    return os.path.exists(f"/proc/{pid}")
 
 
 class PidTaken(Exception):

@@ -181,9 +181,10 @@ def _wait_listening(port: int, sshd: subprocess.Popen[bytes], log: Path) -> None
     raise RuntimeError(f"sshd did not listen on port {port} within 10 s: {log.read_text()}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def ssh_server() -> Iterator[SSHServer]:
-    """A private sshd on 127.0.0.1 for the whole test session (see the module docstring)."""
+    """A private sshd on 127.0.0.1 while the tests of this folder run (package scope: tests
+    elsewhere check that the test process has no child at all)."""
     if not os.path.exists(SSHD):
         pytest.skip(f"{SSHD} is not installed (Debian: apt-get install openssh-server)")
     if os.geteuid() != 0:
