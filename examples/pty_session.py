@@ -5,6 +5,7 @@ Run it with ``python examples/pty_session.py`` (asyncio) or add ``trio`` / ``uvl
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import anyio
@@ -59,6 +60,9 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    # Started as a background job (`cmd &` in a script), this program would inherit Ctrl-C
+    # ignored, and so would the REPL, as POSIX wants: give it the usual Ctrl-C.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     choice = sys.argv[1] if len(sys.argv) > 1 else "asyncio"
     backend, options = {
         "asyncio": ("asyncio", {}),
