@@ -8,9 +8,10 @@ backend in turn (asyncio, uvloop, trio), so every loop is soaked under every wai
 a few minutes on 2 cores. Samples are taken between chunks, when no event loop exists, so
 nothing a loop legitimately holds is counted: fds and children must be back at the baseline
 exactly at every sample, no thread of the library's may be left (the event loops' worker
-pools, which run the group census, may keep idle threads a while), and RSS must not trend upwards (least-squares slope over
-the second half, after allocator warm-up, within an allowance for allocator steps), nor may
-the number of objects the garbage collector tracks. The figures are printed
+pools, which run the group census, may keep idle threads a while), and RSS must not trend
+upwards (least-squares slope over the second half, after allocator warm-up, within an
+allowance for allocator steps), nor may the number of objects the garbage collector
+tracks. The figures are printed
 (``pytest -s -m slow``).
 """
 
