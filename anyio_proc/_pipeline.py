@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from functools import partial
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from anyio import TASK_STATUS_IGNORED
 
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
     from anyio.abc import TaskStatus
 
-    from ._command import Command
     from ._spec import StrOrBytesPath
     from ._status import Output
 
@@ -74,7 +73,7 @@ class Pipeline:
 
     _spec: PipelineSpec
 
-    def __init__(self, *commands: Command) -> None:
+    def __init__(self, *commands: Specified) -> None:
         if not commands:
             raise ValueError("a pipeline needs at least one command")
         for command in commands:
@@ -99,14 +98,14 @@ class Pipeline:
         return self._with(stages=tuple(stages))
 
     @property
-    def commands(self) -> tuple[Command, ...]:
+    def commands(self) -> tuple[Specified, ...]:
         """The stages, first to last."""
-        return cast("tuple[Command, ...]", self._spec.stages)
+        return self._spec.stages
 
     def __len__(self) -> int:
         return len(self._spec.stages)
 
-    def __or__(self, other: Command | Pipeline) -> Pipeline:
+    def __or__(self, other: Specified | Pipeline) -> Pipeline:
         if isinstance(other, Specified):
             other = Pipeline(other)
         elif not isinstance(other, Pipeline):
@@ -130,7 +129,7 @@ class Pipeline:
             )
         )
 
-    def __ror__(self, other: Command) -> Pipeline:
+    def __ror__(self, other: Specified) -> Pipeline:
         if not isinstance(other, Specified):
             return NotImplemented
         return Pipeline(other) | self
