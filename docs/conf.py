@@ -103,6 +103,8 @@ nitpick_ignore = [
     # The builders' private base, which pipelines take (a Command), so that _pipeline.py
     # needs no import of _command.py.
     ("py:class", "anyio_proc._spec.Specified"),
+    # RemoteSpawnContext's base, SpawnContext[_Running]: the type variable of its module.
+    ("py:obj", "anyio_proc.remote._spawn._Running"),
     # The Literal aliases of the services' records (the namedtuple and dataclass machinery
     # hides their module from autodoc); OutputLine and ServiceEvent list their values.
     ("py:class", "StreamName"),

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import anyio
-import anyio.lowlevel
 
-from .. import Child, Command, Stdio, spawn
+from .. import Child, Command, SpawnContext, Stdio, spawn
 from .._child import discard
 from ._child import RemoteChild
 from ._errors import ConnectionLost, SessionRefused, SSHError
@@ -18,8 +17,7 @@ from ._scripts import command_script, remote_env_name, wrapper_command
 from ._session import remote_signal_name
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Generator
-    from types import TracebackType
+    from collections.abc import Awaitable, Callable
 
     from anyio.abc import AsyncResource
 
@@ -156,37 +154,20 @@ async def start_remote_child(
 _Running = TypeVar("_Running", bound="AsyncResource")
 
 
-class RemoteSpawnContext(Generic[_Running]):
+class RemoteSpawnContext(SpawnContext[_Running]):
     """What :meth:`Host.spawn` returns: awaitable, and an async context manager, as
     :func:`anyio_proc.spawn`'s :class:`~anyio_proc.SpawnContext`."""
 
-    __slots__ = ("_launch", "_running")
+    __slots__ = ("_remote_launch",)
 
     def __init__(self, launch: Callable[[], Awaitable[_Running]]) -> None:
-        try:
-            anyio.lowlevel.current_token()
-        except RuntimeError:
-            raise RuntimeError(
-                "spawn() needs a running event loop: call it from async code run by "
-                "anyio.run(), asyncio.run() or trio.run()"
-            ) from None
-        self._launch = launch
-        self._running: _Running | None = None
+        super().__init__(_not_local)
+        self._remote_launch = launch
 
-    def __await__(self) -> Generator[Any, None, _Running]:
-        return self._launch().__await__()
+    async def _start(self) -> _Running:
+        # Awaited, not paced: a remote start waits on the network, not in this thread.
+        return await self._remote_launch()
 
-    async def __aenter__(self) -> _Running:
-        if self._running is not None:
-            raise RuntimeError("this spawn() context was already entered")
-        self._running = await self._launch()
-        return self._running
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        assert self._running is not None
-        await self._running.aclose()
+def _not_local() -> NoReturn:
+    raise AssertionError("a remote spawn has no local launch")  # _start is overridden
