@@ -67,7 +67,13 @@ def suite(pytester: pytest.Pytester) -> pytest.Pytester:
 
 
 def leaked_pids(result: pytest.RunResult) -> list[int]:
-    return [int(pid) for pid in re.findall(r"^  pid (\d+) ", result.stdout.str(), re.M)]
+    """The pids the plugin reported, each once.
+
+    Under CI (the ``CI`` variable set) pytest prints the short summary untruncated, so a
+    report appears twice in the output: in the errors section and in the summary.
+    """
+    found = re.findall(r"^  pid (\d+) ", result.stdout.str(), re.M)
+    return list(dict.fromkeys(int(pid) for pid in found))
 
 
 def line_of(source: str, marker: str) -> int:
