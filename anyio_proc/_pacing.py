@@ -22,12 +22,13 @@ from collections import deque
 from typing import TYPE_CHECKING, TypeVar
 
 import anyio
+import anyio.lowlevel
 from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["BUDGET", "Pacer", "paced"]
+__all__ = ["BUDGET", "Pacer", "Turn", "paced"]
 
 #: Seconds of blocking work the loop's thread may do before it lets the loop turn: well
 #: under the 5 ms stall allowed to the library, and large enough that the pause (a few
@@ -37,99 +38,153 @@ BUDGET = 0.002
 _T = TypeVar("_T")
 
 
-class Pacer:
-    """The turns of one event loop's blocking work."""
+class Turn:
+    """One caller's place with the pacer, from its arrival to :meth:`Pacer.leave`.
 
-    __slots__ = ("_fresh", "_in_flight", "_line", "_pausing", "_put_back", "_typical", "spent")
+    Everything the pacer holds for a caller hangs on its turn, so that the caller's
+    ``leave()`` can undo all of it wherever an exception (a cancellation, Ctrl-C, a
+    timeout's SIGALRM) struck: a pacer left with a place nobody holds would keep every
+    later caller waiting.
+    """
+
+    __slots__ = ("event", "queued")
+
+    def __init__(self) -> None:
+        self.event: anyio.Event | None = None
+        self.queued = False  # set before it enters the line, cleared after it left
+
+
+class Pacer:
+    """The turns of one event loop's blocking work.
+
+    A caller takes a turn (:meth:`take`), blocks the thread, counts the time
+    (:meth:`account`), and leaves (:meth:`leave`) whatever happened; :func:`paced` does
+    all that. A caller that finds the pacer :meth:`free` goes straight ahead.
+    """
+
+    __slots__ = ("_fresh", "_line", "_pauser", "_put_back", "_run", "_typical", "_woken", "spent")
 
     def __init__(self) -> None:
         #: Seconds of blocking work in this turn of the loop (as far as we know: it may have
         #: turned without us, which only makes the next pause early).
         self.spent = 0.0
         self._typical = 0.0005  # seconds, a running average of one piece of work
-        self._pausing = False
-        self._line: deque[anyio.Event] = deque()
-        self._in_flight = 0  # woken from the line, work not done yet
+        self._pauser: Turn | None = None  # the caller letting the loop turn
+        self._line: deque[Turn] = deque()
+        self._woken: set[Turn] = set()  # woken from the line, not left yet
         self._fresh = False  # the next woken to run starts a new turn's count
         self._put_back = 0  # woken, then put back at the front of the line, in this turn
+        self._run: object = None  # the event loop run the pacer's state belongs to
 
-    async def wait_turn(self) -> bool:
-        """Return when the caller may block the loop's thread for a moment; then call
-        :meth:`done` with what it returned.
+    def free(self) -> bool:
+        """Whether a caller may do its work now, with no turn to take."""
+        return self._pauser is None and not self._line and self.spent < BUDGET
 
-        **Cancellation:** safe; a cancelled caller gives up its place (or passes the turn
-        on, if it had just been given it) and has done nothing.
-        """
-        if self._pausing or self._line:
-            await self._wait_in_line()
-            return True
-        if self.spent < BUDGET:
-            # Beside the few just woken, if the budget allows: they run in this turn too.
-            await checkpoint_if_cancelled()
-            return False
-        if self._in_flight:
-            await self._wait_in_line()  # they hand the turn on when done
-            return True
-        await self._pause()
-        return False
-
-    def done(self, seconds: float, queued: bool) -> None:
-        """Account for ``seconds`` of blocking work; hand the turn on when it is over."""
+    def account(self, seconds: float) -> None:
+        """Count ``seconds`` of blocking work just done."""
         self.spent += seconds
         self._typical += (seconds - self._typical) * 0.2
-        if queued:
-            self._in_flight -= 1
-        self._hand_on()
+
+    async def take(self, turn: Turn) -> None:
+        """Return when the caller may block the loop's thread for a moment; whatever
+        happens then, the caller calls :meth:`leave` with ``turn``.
+
+        **Cancellation:** safe; a cancelled caller has done nothing, and its ``leave()``
+        gives up its place or passes the turn on.
+        """
+        run = anyio.lowlevel.current_token().native_token
+        if run is not self._run:
+            # A run that ended (or whose tasks were interrupted) left this thread's pacer
+            # busy: its callers are gone with it.
+            self._start_over(run)
+        if self._pauser is None and not self._line:
+            if self.spent < BUDGET:
+                # Beside the few just woken, if the budget allows: they run in this turn too.
+                await checkpoint_if_cancelled()
+                return
+            if not self._woken:
+                self._pauser = turn
+                await checkpoint()  # those who come meanwhile queue behind us
+                self._pauser = None
+                self.spent = 0.0
+                return
+            # Those woken are still to run: they hand the turn on when done.
+        await self._wait_in_line(turn)
+
+    def leave(self, turn: Turn) -> None:
+        """Give up everything ``turn`` holds (its place in line, its turn, a pause) and
+        hand the turn on if it is over.
+
+        Each step can be done again: an exception landing in here (Ctrl-C pressed again) is
+        raised once they are all done.
+        """
+        later: BaseException | None = None
+        for _ in range(_LEAVE_ATTEMPTS):
+            try:
+                if turn.queued:
+                    self._unqueue(turn)
+                self._woken.discard(turn)
+                if self._pauser is turn:
+                    self._pauser = None
+                    self.spent = 0.0
+                self._hand_on()
+                break
+            except BaseException as exc:
+                later = exc
+        if later is not None:
+            raise later
+
+    def _start_over(self, run: object) -> None:
+        self._run = run
+        self._line.clear()
+        self._woken.clear()
+        self._pauser = None
+        self.spent = 0.0
+
+    def _unqueue(self, turn: Turn) -> None:
+        try:
+            self._line.remove(turn)
+        except ValueError:
+            pass  # taken out already; the flag is cleared after
+        turn.queued = False
 
     def _hand_on(self) -> None:
         """Wake the next few in line, as many as the budget holds, once nobody works."""
-        if self._in_flight or self._pausing or not self._line:
+        if self._woken or self._pauser is not None or not self._line:
             return
         # They run in the next turn of the loop, not this one: the first to run starts
         # that turn's count.
         self._fresh = True
         self._put_back = 0
         count = min(_MOST_WOKEN, max(1, int(BUDGET / (self._typical + _RESUME_COST))))
-        while count and self._line:
-            self._line.popleft().set()
-            self._in_flight += 1
+        line = self._line
+        while count and line:
+            turn = line[0]
+            # In this order, an exception in between leaves nobody waiting unwoken: the
+            # woken one counts itself too, and takes itself out of the line if still in.
+            assert turn.event is not None
+            turn.event.set()
+            self._woken.add(turn)
+            line.popleft()
+            turn.queued = False
             count -= 1
 
-    async def _pause(self) -> None:
-        """Let the loop turn once: the callers that come meanwhile queue behind us."""
-        self._pausing = True
-        try:
-            await checkpoint()
-        except BaseException:
-            self._end_pause()
-            self._hand_on()  # those who queued behind us must not wait for our done()
-            raise
-        self._end_pause()  # our done() hands the turn on
-
-    def _end_pause(self) -> None:
-        self._pausing = False
-        self.spent = 0.0
-
-    async def _wait_in_line(self) -> None:
-        first = False
+    async def _wait_in_line(self, turn: Turn) -> None:
+        put_back = False
         while True:
-            turn = anyio.Event()
-            if first:
+            turn.event = event = anyio.Event()
+            turn.queued = True  # before: an exception in between leaves no stray place
+            if put_back:
                 # At the front, behind those put back before us: the order stays.
                 self._line.insert(self._put_back, turn)
                 self._put_back += 1
                 self._hand_on()  # the last of those woken with us: the next turn is ours
             else:
                 self._line.append(turn)
-            try:
-                await turn.wait()
-            except BaseException:
-                if turn.is_set():
-                    self._in_flight -= 1  # the turn was ours: pass it on
-                else:
-                    self._line.remove(turn)
-                self._hand_on()
-                raise
+            await event.wait()
+            self._woken.add(turn)  # the waker did too, unless it was interrupted
+            if turn.queued:
+                self._unqueue(turn)
             if self._fresh:  # the first to run in a new turn: its work is due
                 self._fresh = False
                 self.spent = 0.0
@@ -138,19 +193,22 @@ class Pacer:
                 return
             # Those woken before us in this turn took longer than usual and used it up:
             # first in line for the next.
-            self._in_flight -= 1
-            first = True
+            self._woken.discard(turn)
+            put_back = True
 
 
 #: The most callers woken for one turn, and what resuming one costs besides its work:
 #: the batch must fit the budget even when the work itself is tiny (a signal).
 _MOST_WOKEN = 32
 _RESUME_COST = 0.00005
+#: How many exceptions (Ctrl-C pressed again and again) leaving a turn goes through.
+_LEAVE_ATTEMPTS = 8
 
 
 # Per thread, which is per event loop: one runs at a time in a thread (a RunVar costs as
-# much as the rest of the pacing). A pacer left by a loop that has ended is idle: its line
-# empties as its tasks finish, which they all do before their loop ends.
+# much as the rest of the pacing). The next run in the thread finds the pacer as the last
+# one left it, idle unless an exception struck in the middle of leave(): the first caller
+# that has to take a turn starts it over (take()).
 _local = threading.local()
 
 
@@ -170,9 +228,20 @@ async def paced(work: Callable[[], _T]) -> _T:
     ``work`` has begun, its result reaches the caller.
     """
     pacer = current_pacer()
-    queued = await pacer.wait_turn()
-    began = time.perf_counter()
+    if pacer.free():
+        await checkpoint_if_cancelled()
+        began = time.perf_counter()
+        try:
+            return work()
+        finally:
+            pacer.account(time.perf_counter() - began)
+    turn = Turn()
     try:
-        return work()
+        await pacer.take(turn)
+        began = time.perf_counter()
+        try:
+            return work()
+        finally:
+            pacer.account(time.perf_counter() - began)
     finally:
-        pacer.done(time.perf_counter() - began, queued)
+        pacer.leave(turn)

@@ -17,7 +17,7 @@ from anyio.lowlevel import checkpoint
 
 import anyio_proc._pacing as pacing
 from anyio_proc import Command, spawn
-from anyio_proc._pacing import Pacer, current_pacer, paced
+from anyio_proc._pacing import Pacer, Turn, current_pacer, paced
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -47,8 +47,8 @@ class Turns:
 def assert_idle(pacer: Pacer) -> None:
     """Nothing left queued or in flight: the next caller goes straight ahead."""
     assert not pacer._line
-    assert pacer._in_flight == 0
-    assert not pacer._pausing
+    assert not pacer._woken
+    assert pacer._pauser is None
 
 
 async def test_children_started_at_once_let_the_loop_turn_between_them(
@@ -126,9 +126,13 @@ async def test_turns_are_taken_first_come_first_served(no_budget: None) -> None:
     pacer = Pacer()
 
     async def work(i: int) -> None:
-        queued = await pacer.wait_turn()
-        order.append(i)
-        pacer.done(0.0001, queued)
+        turn = Turn()
+        try:
+            await pacer.take(turn)
+            order.append(i)
+            pacer.account(0.0001)
+        finally:
+            pacer.leave(turn)
 
     async with anyio.create_task_group() as tg:
         for i in range(20):
@@ -149,11 +153,15 @@ async def test_cancelling_callers_anywhere_in_line_never_stalls_the_others(
     finished: list[int] = []
 
     async def work(i: int, scope: anyio.CancelScope) -> None:
+        turn = Turn()
         with scope:
-            queued = await pacer.wait_turn()
-            # Work that yields is not what the pacer is for, but it lets cancellations land
-            # while others are in flight.
-            pacer.done(0.0001, queued)
+            try:
+                await pacer.take(turn)
+                # Work that yields is not what the pacer is for, but it lets cancellations
+                # land while others are in flight.
+                pacer.account(0.0001)
+            finally:
+                pacer.leave(turn)
             finished.append(i)
 
     scopes = [anyio.CancelScope() for _ in range(30)]
@@ -225,9 +233,13 @@ async def test_those_woken_together_wait_for_the_next_turn_once_it_is_used_up() 
     ran: list[tuple[int, int]] = []  # (caller, turn count) in the order they worked
 
     async def work(i: int) -> None:
-        queued = await pacer.wait_turn()
-        ran.append((i, turns.count))
-        pacer.done(0.01 if i else 0.0001, queued)  # each but the first overruns the budget
+        turn = Turn()
+        try:
+            await pacer.take(turn)
+            ran.append((i, turns.count))
+            pacer.account(0.01 if i else 0.0001)  # each but the first overruns the budget
+        finally:
+            pacer.leave(turn)
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(turns.run)
