@@ -167,8 +167,10 @@ elif sys.platform == "linux":
                 await anyio.sleep(pause)
                 continue
             done = anyio.Event()
-            _taking.set(done)
             try:
+                # Inside: an exception landing just after would leave the others waiting
+                # on an event nobody sets.
+                _taking.set(done)
                 await anyio.to_thread.run_sync(_take_census_quietly)
             finally:
                 _taking.set(None)
