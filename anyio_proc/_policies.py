@@ -66,7 +66,8 @@ class Shutdown(ExitPolicy):
         if not process.still_running():
             process.reap_zombie()
             return None
-        process.send(self.signal, everything=True)
+        # The rest of the session, if the child leads one, after this turn (apply()).
+        process.send(self.signal, everything=True, session=False)
         return anyio.current_time() + self.timeout
 
     async def _begin_with_tree(
@@ -97,6 +98,8 @@ class Shutdown(ExitPolicy):
                 # In turns: a thousand children whose blocks end at once must not signal
                 # all of them in one turn of the event loop.
                 deadline = await paced(partial(self.begin, process, close_stdin))
+                if deadline is not None:
+                    await process.signal_session(self.signal)
             else:
                 deadline = await self._begin_with_tree(process, close_stdin)
             escalated = await self.finish(process, deadline)

@@ -239,31 +239,42 @@ class ProcessHandle:
 
     # -- signals: the one path ---------------------------------------------------------
 
-    def send(self, sig: int, *, everything: bool) -> None:
+    def send(self, sig: int, *, everything: bool, session: bool = True) -> None:
         """Send ``sig`` to the child; with ``everything``, to its group (when it leads one
-        and the group number is still pinned), the rest of its session and its tree too.
+        and the group number is still pinned), the rest of its session (unless
+        ``session`` is false: :meth:`signal_session` does that part) and its tree too.
 
         Never to a reaped child (its pid may be recycled) nor from a forked copy."""
         if not self.ours():
             return
         tree = self.tree if everything else None
         if tree is None:
-            self._send_direct(sig, everything)
+            self._send_direct(sig, everything, session)
             return
         if tree.walking:
             # The exit policy's walk is under way (it lets other tasks run): it thaws what
             # it froze; what it found so far is signalled.
-            self._send_direct(sig, everything)
+            self._send_direct(sig, everything, session)
             tree.signal(sig)
             return
         # Walk the tree before anything dies (a dead process's children are re-parented
         # out of reach), frozen so nothing forks meanwhile; _os/tree.py says why.
         try:
             tree.freeze(self._signal_root)
-            self._send_direct(sig, everything)
+            self._send_direct(sig, everything, session)
             tree.signal(sig)
         finally:
             tree.thaw(self._signal_root)
+
+    async def signal_session(self, sig: int) -> None:
+        """Send ``sig`` to the rest of the session the child leads (other process groups:
+        a shell's jobs), found by a census of ``/proc`` that the exit policies of all the
+        sessions and groups being stopped share, taken off the event loop's thread.
+
+        **Cancellation:** safe; nothing is sent if cancelled.
+        """
+        if self.session is not None and self.ours():
+            await self.session.signal_shared(sig, self.group_signallable)
 
     async def send_everything(self, sig: int) -> None:
         """As ``send(sig, everything=True)``, for the exit policy: the tree's walk waits
@@ -275,29 +286,30 @@ class ProcessHandle:
         """
         tree = self.tree
         if tree is None or tree.walking or not self.ours():
-            await paced(partial(self.send, sig, everything=True))
-            return
-        try:
-            await tree.freeze_async(self._signal_root)
-            await paced(partial(self._signal_then_thaw, sig, tree))
-        finally:
-            tree.thaw(self._signal_root)  # what an exception left stopped (else nothing)
+            await paced(partial(self.send, sig, everything=True, session=False))
+        else:
+            try:
+                await tree.freeze_async(self._signal_root)
+                await paced(partial(self._signal_then_thaw, sig, tree))
+            finally:
+                tree.thaw(self._signal_root)  # what an exception left stopped (else nothing)
+        await self.signal_session(sig)
 
     def _signal_then_thaw(self, sig: int, tree: Descendants) -> None:
         try:
-            self._send_direct(sig, True)
+            self._send_direct(sig, True, False)
             tree.signal(sig)
         finally:
             tree.thaw(self._signal_root)
 
-    def _send_direct(self, sig: int, everything: bool) -> None:
+    def _send_direct(self, sig: int, everything: bool, session: bool) -> None:
         if everything and self.group_signallable():
             try:
                 signal_group(self.pid, sig)
             except ProcessLookupError:
                 return
             logger.debug("sent %s to process group %d", signal_name(sig), self.pid)
-            if self.session is not None:
+            if session and self.session is not None:
                 self.session.signal(sig)  # the rest of the session: other groups (jobs)
         elif self._signal_root(sig):
             logger.debug("sent %s to pid %d", signal_name(sig), self.pid)
@@ -350,7 +362,7 @@ class ProcessHandle:
         # loop's thread, and a signal to a group of one zombie does no harm).
         if group_members_seen(self.pid, self.pid, self._exit_seen) is not False:
             return True
-        return self.session is not None and self.session.alive() is not False
+        return self.session is not None and self.session.alive_seen(self._exit_seen) is not False
 
     def group_unlistable(self) -> bool:
         """The child leads a group whose members cannot be listed (no /proc)."""
@@ -381,7 +393,7 @@ class ProcessHandle:
                 await self.wait_all_gone()
         elif self.group_unlistable():
             # Members cannot be listed here: the shutdown signal was their chance.
-            self._send_direct(SIGKILL, everything=True)
+            self._send_direct(SIGKILL, True, True)
         await self.wait_exited()  # the direct child, at least, always dies of SIGKILL
         self.reap_zombie()
         return escalated

@@ -13,6 +13,7 @@ import select
 import shutil
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import anyio.abc
 import pytest
 
 from anyio_proc import Child, Command, PtyStream, Stdio, spawn
+from anyio_proc._os.census import census_after
 from anyio_proc._os.session import Session
 
 from .helpers import children, open_fds, poll_until, proc_state, py
@@ -446,11 +448,14 @@ async def job_started(child: Child, held: list[SessionMember]) -> SessionMember:
     return job
 
 
+@pytest.mark.parametrize("shared", [False, True], ids=["now", "shared_census"])
 @pytest.mark.parametrize("stopped", [False, True], ids=["running", "stopped"])
 async def test_session_signals_the_members_outside_the_leaders_group(
-    tmp_path: Path, stopped: bool
+    tmp_path: Path, stopped: bool, shared: bool
 ) -> None:
-    # The piece the exit policy uses, on its own.
+    # The piece the exit policy uses, on its own: signal() lists /proc there and then (a
+    # user's kill()), signal_shared() waits for a census shared with the other sessions
+    # and groups being stopped (the exit policy).
     record = tmp_path / "job"
     cmd = Command(*py(LEADER), JOB, str(record), "term", "waits").pty()
     held: list[SessionMember] = []
@@ -461,13 +466,20 @@ async def test_session_signals_the_members_outside_the_leaders_group(
                 job.send(signal.SIGSTOP)
                 await poll_until(lambda: proc_state(job.pid) == "T")
             session = Session(child.pid)
-            assert session.alive()
-            session.signal(signal.SIGTERM)
+            before = time.monotonic()
+            assert session.alive_seen(before)  # no census since: members may be there
+            await census_after(before)
+            assert session.alive_seen(before)  # and the census found the job
+            if shared:
+                await session.signal_shared(signal.SIGTERM, lambda: True)
+            else:
+                session.signal(signal.SIGTERM)
+            before = time.monotonic()
             with anyio.fail_after(T):
                 await session.wait_gone()  # the job acted on it (continued first if stopped)
             assert record.read_text() == "SIGTERM"
             assert not job.alive()
-            assert session.alive() is False
+            assert session.alive_seen(before) is False
             # The leader, in the leader's group, was left to the caller's killpg: it still
             # waits for its own SIGTERM, which the block sends.
             assert child.try_wait() is None

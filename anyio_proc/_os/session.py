@@ -37,11 +37,14 @@ import errno
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from anyio.lowlevel import checkpoint
 
-from .._polling import poll_until
 from .._status import signal_name
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["Session"]
 
@@ -50,23 +53,17 @@ logger = logging.getLogger("anyio_proc")
 
 if sys.platform == "linux":
     import signal
+    import time
 
+    import anyio
+
+    from .._polling import POLL_FIRST, POLL_MOST
+    from .census import Census, Member, census_after, last_census, take_census
     from .pidfds import pidfd_or_none
-    from .procfs import Stat, proc_list, read_stat
+    from .procfs import Stat, read_stat
 
     _SIGKILL = int(signal.SIGKILL)
     _SIGCONT = int(signal.SIGCONT)
-
-    class _Member:
-        """One process of the session: what its ``stat`` said when the session was listed."""
-
-        __slots__ = ("pgid", "pid", "start", "stopped")
-
-        def __init__(self, pid: int, pgid: int, start: int, stopped: bool) -> None:
-            self.pid = pid
-            self.pgid = pgid
-            self.start = start  # clock ticks after boot: with the pid, it names one process
-            self.stopped = stopped
 
     def _stat(pid: int) -> Stat | None:
         """The ``stat`` of a process, or None if it is gone or cannot be read (no fd even
@@ -76,31 +73,7 @@ if sys.platform == "linux":
         except OSError:
             return None
 
-    def _members(sid: int) -> list[_Member] | None:
-        """Every live process in session ``sid`` but its leader; None if /proc cannot be
-        read. Zombies are left out: they wait only for their parent, and no signal reaches
-        them."""
-        try:
-            names = proc_list("/proc")
-        except OSError:
-            return None  # no fd even with the reserve's
-        if names is None:
-            return None
-        found = []
-        for name in names:
-            if not name.isdigit():
-                continue
-            pid = int(name)
-            if pid == sid:
-                continue
-            stat = _stat(pid)
-            if stat is None:
-                continue  # exited while we looked
-            if stat.sid == sid and not stat.exited:
-                found.append(_Member(pid, stat.pgid, stat.start, stat.stopped))
-        return found
-
-    def _send(member: _Member, sid: int, signals: tuple[int, ...]) -> bool:
+    def _send(member: Member, sid: int, signals: tuple[int, ...]) -> bool:
         """Send ``signals``, in order, to ``member`` if it is still that process and still
         in session ``sid``; True if they were sent."""
         try:
@@ -133,7 +106,10 @@ if sys.platform == "linux":
         """The processes of the session that our child ``sid`` leads, other than the child.
 
         Call it only while the child (the session leader) is unreaped, so that the
-        session id cannot name another session (see the module's docstring).
+        session id cannot name another session (see the module's docstring). The members
+        are found in a census of ``/proc`` (``census.py``): the exit policy's methods
+        share one, taken off the event loop's thread, with every other session and group
+        it is stopping.
         """
 
         def __init__(self, sid: int) -> None:
@@ -142,8 +118,15 @@ if sys.platform == "linux":
             self._killing = False
             self._killed: set[tuple[int, int]] = set()  # (pid, start) of members killed
 
+        def _members(self, census: Census) -> list[Member] | None:
+            """The live members but the leader; None if ``/proc`` could not be listed."""
+            if census.sessions is None:
+                return None
+            return [m for m in census.sessions.get(self._sid, ()) if m.pid != self._sid]
+
         def signal(self, sig: int) -> None:
-            """Send ``sig`` to every member outside the leader's process group.
+            """Send ``sig`` to every member outside the leader's process group, as found by
+            listing ``/proc`` now.
 
             The leader's group is left to the caller, whose ``killpg`` reaches it in one
             step (so nothing there gets the signal twice). A stopped member (a job
@@ -151,7 +134,20 @@ if sys.platform == "linux":
             background) is continued after the signal, as a shell does for ``kill``, so
             that it can act on it rather than hold the shutdown for the whole grace period.
             """
-            members = _members(self._sid)
+            self._signal(sig, self._members(take_census()))
+
+        async def signal_shared(self, sig: int, still_led: Callable[[], bool]) -> None:
+            """As :meth:`signal`, from a census begun now and shared; nothing is sent if
+            ``still_led()`` says the leader no longer pins the session id by then.
+
+            **Cancellation:** safe; nothing is sent if cancelled.
+            """
+            self._killing = self._killing or sig == _SIGKILL
+            census = await census_after(time.monotonic())
+            if still_led():
+                self._signal(sig, self._members(census))
+
+        def _signal(self, sig: int, members: list[Member] | None) -> None:
             if not members:
                 return
             kill = sig == _SIGKILL
@@ -168,26 +164,36 @@ if sys.platform == "linux":
             if hit and logger.isEnabledFor(logging.DEBUG):
                 logger.debug("sent %s to session %d members: %s", signal_name(sig), self._sid, hit)
 
-        def alive(self) -> bool | None:
-            """True while a process of the session other than the leader is running
-            (zombies do not count); None when that cannot be known (no ``/proc``)."""
-            members = _members(self._sid)
+        def alive_seen(self, since: float) -> bool | None:
+            """True while a process of the session other than the leader may be running
+            (zombies do not count): as the last census says if it was begun after
+            ``since``, else True. None when that cannot be known (no ``/proc``). Never
+            lists ``/proc``."""
+            census = last_census()
+            if census.taken <= since:
+                return True
+            members = self._members(census)
             return None if members is None else bool(members)
 
         async def wait_gone(self) -> None:
             """Return once no process of the session other than the leader is running
-            (at once if that cannot be known). After :meth:`signal` with SIGKILL, each look
-            also kills any member (outside the leader's group) not killed yet: one forked
-            while the signal was being sent.
+            (at once if that cannot be known), as shared censuses say, at growing
+            intervals. After SIGKILL was sent, each look also kills any member (outside
+            the leader's group) not killed yet: one forked while the signal was being sent.
 
             **Cancellation:** safe; it can be called again.
             """
-            # Members are not our children: nothing tells us of their exit, so we poll.
-            await poll_until(self._gone)
+            # Members are not our children: nothing tells us of their exit, so we look.
+            delay = POLL_FIRST
+            since = time.monotonic()
+            while not self._gone(await census_after(since)):
+                since = time.monotonic()
+                await anyio.sleep(delay)
+                delay = min(delay * 2, POLL_MOST)
 
-        def _gone(self) -> bool:
+        def _gone(self, census: Census) -> bool:
             """No member is left; in the SIGKILL phase, kill any member found unkilled."""
-            members = _members(self._sid)
+            members = self._members(census)
             if not members:
                 return True
             if self._killing:
@@ -212,7 +218,10 @@ else:
         def signal(self, sig: int) -> None:
             pass
 
-        def alive(self) -> bool | None:
+        async def signal_shared(self, sig: int, still_led: Callable[[], bool]) -> None:
+            await checkpoint()
+
+        def alive_seen(self, since: float) -> bool | None:
             return None
 
         async def wait_gone(self) -> None:

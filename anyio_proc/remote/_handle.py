@@ -141,9 +141,11 @@ class RemoteProcessHandle(ProcessHandle):
 
     # -- signals -------------------------------------------------------------------------
 
-    def send(self, sig: int, *, everything: bool) -> None:
+    def send(self, sig: int, *, everything: bool, session: bool = True) -> None:
         """Send ``sig`` through the agent: to the remote group with ``everything``, else
-        to the command itself while it runs. Never once the group has been dealt with."""
+        to the command itself while it runs. Never once the group has been dealt with.
+        (``session``: the local notion of the other groups of a session the child leads,
+        which a remote child has none of.)"""
         if not self.ours() or self.state.reaped:
             return
         remote = self.remote
