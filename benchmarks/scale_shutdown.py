@@ -65,6 +65,8 @@ def _kinds() -> list[Kind]:
     group2 = Command(SH, "-c", f"{SLEEP} 60 & {SLEEP} 60").process_group(0)
     tree = sleep.kill_tree()
     dwp = sleep.die_with_parent()
+    session = sleep.new_session()
+    session2 = Command(SH, "-c", f"{SLEEP} 60 & {SLEEP} 60").new_session()
     pipeline = sleep | sleep | sleep
     return [
         Kind("plain", "plain `sleep 60`", lambda: spawn(sleep), 1, 1, False),
@@ -73,6 +75,15 @@ def _kinds() -> list[Kind]:
             "group2",
             f"`.process_group(0)`, a second member: `sh -c '{SLEEP} 60 & {SLEEP} 60'`",
             lambda: spawn(group2),
+            2,
+            1,
+            True,
+        ),
+        Kind("session", "`.new_session()`", lambda: spawn(session), 1, 1, False),
+        Kind(
+            "session2",
+            f"`.new_session()`, a second member: `sh -c '{SLEEP} 60 & {SLEEP} 60'`",
+            lambda: spawn(session2),
             2,
             1,
             True,
