@@ -19,6 +19,8 @@ Starting a process:
 Reaching and watching processes:
   ``waiters/``           one exit waiter per mechanism (pidfd, thread, kqueue, Windows)
   ``signals.py``         the signal that cannot be caught; holding back those that can
+  ``census.py``          one listing of ``/proc`` shared by the groups and sessions
+                         being stopped, taken in a worker thread (Linux)
   ``groups.py``          process groups: signal one, are members left, which session
   ``session.py``         the members of a session our child leads (Linux)
   ``tree.py``            a child's descendants, found with the tree frozen (Linux)
