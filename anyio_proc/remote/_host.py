@@ -103,6 +103,12 @@ class Host:
     def destination(self) -> str:
         return self._target.destination
 
+    @property
+    def closed(self) -> bool:
+        """True once the host's block has begun to end (or its opening failed): spawning
+        on it raises :class:`RuntimeError` from then on."""
+        return self._closing
+
     def __repr__(self) -> str:
         state = "closed" if self._closing else f"{len(self._connections)} connection(s)"
         return f"<Host {self.destination!r} {state}>"

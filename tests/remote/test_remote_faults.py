@@ -147,7 +147,8 @@ async def test_bad_arguments_are_refused_before_anything_starts() -> None:
 
 async def test_spawn_after_the_host_closed(ssh_server: SSHServer) -> None:
     async with open_host(ssh_server) as host:
-        pass
+        assert not host.closed
+    assert host.closed
     with pytest.raises(RuntimeError, match="closed"):
         await host.spawn(Command("true"))
 
