@@ -59,10 +59,11 @@ class Pacer:
 
     A caller takes a turn (:meth:`take`), blocks the thread, counts the time
     (:meth:`account`), and leaves (:meth:`leave`) whatever happened; :func:`paced` does
-    all that. A caller that finds the pacer :meth:`free` goes straight ahead.
+    all that. A caller that finds the pacer :meth:`free` goes straight ahead. Each run of
+    an event loop has a pacer of its own (:func:`current_pacer`).
     """
 
-    __slots__ = ("_fresh", "_line", "_pauser", "_put_back", "_run", "_typical", "_woken", "spent")
+    __slots__ = ("_fresh", "_line", "_pauser", "_put_back", "_typical", "_woken", "spent")
 
     def __init__(self) -> None:
         #: Seconds of blocking work in this turn of the loop (as far as we know: it may have
@@ -74,7 +75,10 @@ class Pacer:
         self._woken: set[Turn] = set()  # woken from the line, not left yet
         self._fresh = False  # the next woken to run starts a new turn's count
         self._put_back = 0  # woken, then put back at the front of the line, in this turn
-        self._run: object = None  # the event loop run the pacer's state belongs to
+
+    def idle(self) -> bool:
+        """Nobody waits, works or pauses: the pacer holds nothing but its counts."""
+        return self._pauser is None and not self._line and not self._woken
 
     def free(self) -> bool:
         """Whether a caller may do its work now, with no turn to take."""
@@ -92,11 +96,6 @@ class Pacer:
         **Cancellation:** safe; a cancelled caller has done nothing, and its ``leave()``
         gives up its place or passes the turn on.
         """
-        run = anyio.lowlevel.current_token().native_token
-        if run is not self._run:
-            # A run that ended (or whose tasks were interrupted) left this thread's pacer
-            # busy: its callers are gone with it.
-            self._start_over(run)
         if self._pauser is None and not self._line:
             if self.spent < BUDGET:
                 # Beside the few just woken, if the budget allows: they run in this turn too.
@@ -133,13 +132,6 @@ class Pacer:
                 later = exc
         if later is not None:
             raise later
-
-    def _start_over(self, run: object) -> None:
-        self._run = run
-        self._line.clear()
-        self._woken.clear()
-        self._pauser = None
-        self.spent = 0.0
 
     def _unqueue(self, turn: Turn) -> None:
         try:
@@ -205,19 +197,29 @@ _RESUME_COST = 0.00005
 _LEAVE_ATTEMPTS = 8
 
 
-# Per thread, which is per event loop: one runs at a time in a thread (a RunVar costs as
-# much as the rest of the pacing). The next run in the thread finds the pacer as the last
-# one left it, idle unless an exception struck in the middle of leave(): the first caller
-# that has to take a turn starts it over (take()).
-_local = threading.local()
+class _Pacers(threading.local):
+    def __init__(self) -> None:
+        # One per event loop run of the thread, keyed by its token: one at a time, but for
+        # trio in guest mode on an asyncio loop. (A RunVar costs as much as the rest of the
+        # pacing.)
+        self.pacers: dict[object, Pacer] = {}
+
+
+_local = _Pacers()
 
 
 def current_pacer() -> Pacer:
     """This event loop's pacer."""
-    try:
-        pacer: Pacer = _local.pacer
-    except AttributeError:
-        pacer = _local.pacer = Pacer()
+    run = anyio.lowlevel.current_token().native_token
+    pacers = _local.pacers
+    pacer = pacers.get(run)
+    if pacer is None:
+        # An idle pacer holds nothing worth keeping: those of runs that ended go. A busy one
+        # stays, whether its run goes on (guest mode) or ended with the pacer in the middle
+        # of a leave() that an exception cut short: no later run can be held up by it.
+        for key in [key for key, other in pacers.items() if other.idle()]:
+            del pacers[key]
+        pacer = pacers[run] = Pacer()
     return pacer
 
 

@@ -91,9 +91,11 @@ async def test_shutdowns_at_once_let_the_loop_turn_between_their_signals(
     signalled: list[int] = []
     send = ProcessHandle.send
 
-    def counting_send(self: ProcessHandle, sig: int, *, everything: bool) -> None:
+    def counting_send(
+        self: ProcessHandle, sig: int, *, everything: bool, session: bool = True
+    ) -> None:
         signalled.append(turns.count)
-        send(self, sig, everything=everything)
+        send(self, sig, everything=everything, session=session)
 
     n = 10
     async with anyio.create_task_group() as tg:

@@ -3,8 +3,8 @@
 An exception from a Python signal handler (Ctrl-C on trio, a test timeout's SIGALRM) can
 land at any bytecode of the pacer, in the caller that waits or in the one that wakes it. A
 pacer left holding a place nobody holds would keep every later spawn of its thread waiting,
-in this run of the event loop and (the pacer being per thread) in the next ones: the next
-test of a pytest session, say.
+in this run of the event loop and, were the pacer shared by the runs of a thread, in the
+next ones: the next test of a pytest session, say.
 
 The sweep raises ``Interrupt`` before one bytecode of ``_pacing.py`` after another, while
 six callers contend for turns (the budget is zero: each waits for the loop to turn), one
@@ -14,8 +14,8 @@ position per run. Then:
   exception lands on the way into ``Pacer.leave()``, before its first step (the call in
   ``paced``'s ``finally``, the lines of ``leave`` before its ``try``): nothing can undo
   what that caller holds in this run;
-- in the next run of the thread, the same, for every position: its first caller that has
-  to take a turn starts the pacer over.
+- in the next run of the thread, the same, for every position: each run has a pacer of
+  its own.
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ def sweep(backend: str, options: dict[str, Any], caught: bool) -> tuple[int, lis
     failures: list[str] = []
     target = 1
     while True:
-        pacing._local.__dict__.clear()  # each position starts from a new pacer
+        pacing._local.pacers.clear()  # each position starts from a new pacer
         injector = Injector(target)
         same_run = anyio.run(
             _interrupted_run, injector, caught, backend=backend, backend_options=options
