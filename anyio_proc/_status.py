@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ExitStatus", "Output", "ProcessFailed", "signal_name"]
 
+_REAPED_ELSEWHERE = "reaped elsewhere"
+
 #: How many trailing stderr lines a ProcessFailed message quotes.
 _STDERR_TAIL_LINES = 10
 
@@ -38,24 +40,34 @@ class ExitStatus(int):
     When another part of the program reaped the child first (a ``SIGCHLD`` handler that calls
     ``waitpid(-1)``, or ``SIGCHLD`` set to ``SIG_IGN``), the real status is lost: the value is
     then ``0`` with :attr:`known` false, :attr:`code` and :attr:`signal` ``None`` and
-    :attr:`success` false.
+    :attr:`success` false; :attr:`why` says why it is unknown (a remote child's, when the
+    connection was lost).
     """
 
     args: tuple[str, ...]
     known: bool
+    #: Why the status is unknown (``"reaped elsewhere"``), or ``None`` when it is known.
+    why: str | None
 
     def __new__(
-        cls, returncode: int, *, args: Sequence[str] = (), known: bool = True
+        cls,
+        returncode: int,
+        *,
+        args: Sequence[str] = (),
+        known: bool = True,
+        why: str | None = None,
     ) -> ExitStatus:
         self = super().__new__(cls, returncode)
         self.args = tuple(args)
         self.known = known
+        self.why = None if known else (why or _REAPED_ELSEWHERE)
         return self
 
     @classmethod
-    def unknown(cls, *, args: Sequence[str] = ()) -> ExitStatus:
-        """The status of a child whose exit status was consumed by someone else."""
-        return cls(0, args=args, known=False)
+    def unknown(cls, *, args: Sequence[str] = (), why: str = "reaped elsewhere") -> ExitStatus:
+        """The status of a child whose exit status cannot be known: by default, one that
+        was consumed by someone else."""
+        return cls(0, args=args, known=False, why=why)
 
     @property
     def returncode(self) -> int:
@@ -87,7 +99,7 @@ class ExitStatus(int):
 
     def __str__(self) -> str:
         if not self.known:
-            return "exit status: unknown (reaped elsewhere)"
+            return f"exit status: unknown ({self.why})"
         signum = self.signal
         if signum is not None:
             return f"signal: {signum} ({signal_name(signum, 'unknown signal')})"
@@ -100,11 +112,13 @@ class ExitStatus(int):
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_status, (int(self), self.args, self.known))
+        return (_rebuild_status, (int(self), self.args, self.known, self.why))
 
 
-def _rebuild_status(returncode: int, args: tuple[str, ...], known: bool) -> ExitStatus:
-    return ExitStatus(returncode, args=args, known=known)
+def _rebuild_status(
+    returncode: int, args: tuple[str, ...], known: bool, why: str | None = None
+) -> ExitStatus:
+    return ExitStatus(returncode, args=args, known=known, why=why)
 
 
 @dataclass(frozen=True)
@@ -160,8 +174,10 @@ class ProcessFailed(subprocess.CalledProcessError):
             shown = shlex.join(
                 os.fsdecode(a) if isinstance(a, (bytes, str)) else str(a) for a in cmd
             )
-        if not self.status.known:
+        if self.status.why == _REAPED_ELSEWHERE:
             head = f"Command `{shown}` was reaped elsewhere; its exit status is unknown"
+        elif not self.status.known:
+            head = f"Command `{shown}`: its exit status is unknown ({self.status.why})"
         elif self.status.signal is not None:
             head = f"Command `{shown}` died with {self.status}"
         else:

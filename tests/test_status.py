@@ -107,6 +107,27 @@ def test_exit_status_pickles() -> None:
             assert repr(copy) == repr(status)
 
 
+def test_an_unknown_status_says_why_and_keeps_it_through_pickle() -> None:
+    elsewhere = ExitStatus.unknown(args=["true"])
+    lost = ExitStatus.unknown(args=["true"], why="connection lost")
+    assert (elsewhere.why, lost.why, ExitStatus(0).why) == (
+        "reaped elsewhere",
+        "connection lost",
+        None,
+    )
+    assert str(elsewhere) == "exit status: unknown (reaped elsewhere)"
+    assert str(lost) == "exit status: unknown (connection lost)"
+    for protocol in PROTOCOLS:
+        copy = pickle.loads(pickle.dumps(lost, protocol))
+        assert (copy.known, copy.why, str(copy)) == (False, "connection lost", str(lost))
+    with pytest.raises(
+        ProcessFailed, match=r"^Command `true`: its exit status is unknown \(connection lost\)$"
+    ):
+        lost.check()
+    with pytest.raises(ProcessFailed, match="was reaped elsewhere; its exit status is unknown"):
+        elsewhere.check()
+
+
 # -- Output ----------------------------------------------------------------------------
 
 

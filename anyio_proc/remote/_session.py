@@ -83,7 +83,12 @@ class Session:
         elif value.isdigit():
             returncode = int(value)
         self.status = (
-            ExitStatus.unknown(args=self.args)
+            ExitStatus.unknown(
+                args=self.args,
+                why=f"signal {value} on the host, which has no number here"
+                if kind == "s"
+                else f"the host reported {value!r}",
+            )
             if returncode is None
             else ExitStatus(returncode, args=self.args)
         )
@@ -105,11 +110,12 @@ class Session:
         if self.status is None:
             if self.pgid is None or self.lost:
                 # Never started, or nobody left to ask: what ssh itself said, or nothing.
-                self.status = (
-                    ExitStatus.unknown(args=self.args)
-                    if self.lost or local_returncode == 255
-                    else ExitStatus(local_returncode, args=self.args)
-                )
+                if self.lost:
+                    self.status = ExitStatus.unknown(args=self.args, why="connection lost")
+                elif local_returncode == 255:
+                    self.status = ExitStatus.unknown(args=self.args, why="ssh failed")
+                else:
+                    self.status = ExitStatus(local_returncode, args=self.args)
             else:
                 # The wrapper traps every signal but one: it can end without a report
                 # only when SIGKILL reaches its group.

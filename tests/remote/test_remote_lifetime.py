@@ -195,8 +195,9 @@ async def test_master_killed_stops_the_remote_side(ssh_server: SSHServer) -> Non
             (master,) = _masters()
             os.kill(master, signal.SIGKILL)
             status = await child.wait()
-            # Nobody is left to tell how it ended.
+            # Nobody is left to tell how it ended, and the status says so.
             assert not status.known
+            assert str(status) == "exit status: unknown (connection lost)"
             # sshd sees the connection close; the agent stops the group.
             assert await gone(members, 1 + 4) == []
         # The host opens a new connection for what comes next.
