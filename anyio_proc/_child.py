@@ -448,10 +448,16 @@ def warn_escalated(child: Child, what: object, stacklevel: int) -> None:
     """Report that ``child``'s policy had to SIGKILL, naming ``what`` (it, or its pipeline)."""
     policy = child._policy
     assert isinstance(policy, Shutdown)
+    after = f"{policy.timeout:g} s after {signal_name(policy.signal)}"
+    if child._process.others_outlived:
+        head = (
+            f"{what!r} had exited, but what it started (in its process group, session or "
+            f"tree) was still running {after}, so it was killed with SIGKILL; make that "
+        )
+    else:
+        head = f"{what!r} was still running {after}, so it was killed with SIGKILL; make it "
     warnings.warn(
-        f"{what!r} was still running {policy.timeout:g} s after "
-        f"{signal_name(policy.signal)}, so it was killed with SIGKILL; make it "
-        "exit on that signal, or give it longer with Command.shutdown(timeout=...)",
+        head + "exit on that signal, or give it longer with Command.shutdown(timeout=...)",
         RuntimeWarning,
         stacklevel=stacklevel + 1,
     )

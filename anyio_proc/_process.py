@@ -40,6 +40,10 @@ KILL_GRACE = 5.0
 class ProcessHandle:
     """The child process, its group, session and tree: waiting, reaping, signalling."""
 
+    #: Set when the exit policy had to SIGKILL although the child itself had exited: what
+    #: outlived the shutdown signal was in its group, session or tree.
+    others_outlived = False
+
     def __init__(
         self,
         waiter: ExitWaiter,
@@ -388,6 +392,7 @@ class ProcessHandle:
             await self.wait_all_gone()
         escalated = scope.cancelled_caught
         if escalated:
+            self.others_outlived = self.poll() is not None
             await self.send_everything(SIGKILL)
             with anyio.move_on_after(KILL_GRACE):
                 await self.wait_all_gone()
