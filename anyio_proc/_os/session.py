@@ -142,7 +142,6 @@ if sys.platform == "linux":
 
             **Cancellation:** safe; nothing is sent if cancelled.
             """
-            self._killing = self._killing or sig == _SIGKILL
             census = await census_after(time.monotonic())
             if still_led():
                 self._signal(sig, self._members(census))

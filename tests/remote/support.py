@@ -11,7 +11,7 @@ import anyio
 
 from anyio_proc.remote import Host, ssh_host
 
-from ..helpers import group_members, proc_state
+from ..helpers import children, group_members, proc_state
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -59,3 +59,16 @@ async def members_when(pgid: int, count: int, timeout: float = 10.0) -> list[int
             if len(members) >= count:
                 return members
             await anyio.sleep(0.005)
+
+
+def masters() -> list[int]:
+    """Our children that are ssh control masters (one per connection a host opened)."""
+    found = []
+    for pid in children():
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"ControlMaster=yes" in f.read():
+                    found.append(pid)
+        except OSError:
+            pass  # exited meanwhile
+    return found

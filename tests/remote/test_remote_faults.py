@@ -23,20 +23,7 @@ from anyio_proc.remote import (
     ssh_host,
 )
 
-from ..helpers import children as our_children
-from .support import open_host, private_dirs
-
-
-def _masters() -> int:
-    count = 0
-    for pid in our_children():
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                count += b"ControlMaster=yes" in f.read()
-        except OSError:
-            pass
-    return count
-
+from .support import masters, open_host, private_dirs
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -165,7 +152,7 @@ async def test_a_session_the_server_refuses_moves_to_another_connection(
         try:
             for _ in range(11):
                 children.append(await host.spawn(cmd))  # noqa: PERF401 (one at a time)
-            assert _masters() == 2
+            assert len(masters()) == 2
         finally:
             for child in children:
                 assert await child.wait() == 0

@@ -20,9 +20,9 @@ import pytest
 
 from anyio_proc import Command, spawn
 
-from ..helpers import children, group_members, poll_until
+from ..helpers import group_members, poll_until
 from .conftest import local_ssh_processes
-from .support import gone, members_when, open_host, private_dirs
+from .support import gone, masters, members_when, open_host, private_dirs
 
 if TYPE_CHECKING:
     from anyio_proc.remote import RemoteChild
@@ -175,24 +175,12 @@ async def test_local_program_killed_leaves_nothing_remote(
     shutil.rmtree(left)
 
 
-def _masters() -> list[int]:
-    found = []
-    for pid in children():
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if b"ControlMaster=yes" in f.read():
-                    found.append(pid)
-        except OSError:
-            pass
-    return found
-
-
 async def test_master_killed_stops_the_remote_side(ssh_server: SSHServer) -> None:
     async with open_host(ssh_server) as host:
         async with host.spawn(TREE.shutdown(timeout=1)) as child:
             assert child.remote_pgid is not None
             members = await members_when(child.remote_pgid, 4)
-            (master,) = _masters()
+            (master,) = masters()
             os.kill(master, signal.SIGKILL)
             status = await child.wait()
             # Nobody is left to tell how it ended, and the status says so.
@@ -208,10 +196,10 @@ async def test_nothing_left_locally_after_the_host_block(ssh_server: SSHServer) 
     before = private_dirs()
     async with open_host(ssh_server) as host:
         assert len(private_dirs() - before) == 1
-        assert _masters()
+        assert masters()
         await host.status(["true"])
     assert private_dirs() == before
-    assert _masters() == []
+    assert masters() == []
 
 
 async def test_cancellation_at_any_moment_of_a_spawn_leaves_nothing(
@@ -230,7 +218,7 @@ async def test_cancellation_at_any_moment_of_a_spawn_leaves_nothing(
             child = None
         # Still usable afterwards, with every session slot given back.
         assert (await host.status(["true"])).success
-    assert _masters() == []
+    assert masters() == []
 
 
 async def test_a_dropped_child_is_killed_with_kill_on_drop(ssh_server: SSHServer) -> None:

@@ -14,24 +14,12 @@ import pytest
 
 from anyio_proc import Command
 
-from ..helpers import children
-from .support import open_host, running
+from .support import masters, open_host, running
 
 if TYPE_CHECKING:
     from anyio_proc.remote import RemoteChild
 
     from .conftest import SSHServer
-
-
-def _masters() -> int:
-    count = 0
-    for pid in children():
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                count += b"ControlMaster=yes" in f.read()
-        except OSError:
-            pass
-    return count
 
 
 async def test_fifty_children_at_once_past_max_sessions(ssh_server: SSHServer) -> None:
@@ -50,7 +38,7 @@ async def test_fifty_children_at_once_past_max_sessions(ssh_server: SSHServer) -
             assert len(started) == 50
             assert all(child.remote_pid is not None for child in started)
             assert all(running(child.remote_pid or 0) for child in started)
-            assert _masters() == 6  # 9 commands per connection (one session is the agent's)
+            assert len(masters()) == 6  # 9 commands per connection (one session is the agent's)
             outputs: list[bytes] = []
 
             async def finish(child: RemoteChild) -> None:
@@ -85,7 +73,7 @@ async def test_a_capped_host_queues_spawns(ssh_server: SSHServer) -> None:
                 await first.wait()
             await second.wait()
         assert order == ["third waiting", "first ends", "third ran"]
-        assert _masters() == 1
+        assert len(masters()) == 1
 
 
 async def _round_trip(server: SSHServer, size: int) -> None:

@@ -46,6 +46,21 @@ def _kinds(events: list[ServiceEvent], name: str) -> list[str]:
     return [e.kind for e in events if e.service == name]
 
 
+class Respawns:
+    """An ``on_event`` that records the events; ``second`` is set once service ``name``
+    has been spawned a second time."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.events: list[ServiceEvent] = []
+        self.second = anyio.Event()
+
+    def __call__(self, event: ServiceEvent) -> None:
+        self.events.append(event)
+        if _kinds(self.events, self.name).count("spawned") == 2:
+            self.second.set()
+
+
 @pytest.fixture
 def shared_dir() -> Iterator[str]:
     """A directory both we and the remote test account can write to."""
@@ -92,16 +107,11 @@ async def test_restarted_on_failure_by_its_policy(ssh_server: SSHServer, shared_
     # The first run exits 3 after becoming ready; the second finds the marker and stays.
     marker = os.path.join(shared_dir, "ran-once")
     script = f"echo ready; if [ -e {marker} ]; then exec sleep 30; fi; touch {marker}; exit 3"
-    events: list[ServiceEvent] = []
-    respawned = anyio.Event()
-
-    def on_event(event: ServiceEvent) -> None:
-        events.append(event)
-        if _kinds(events, "job").count("spawned") == 2:
-            respawned.set()
+    respawns = Respawns("job")
+    events = respawns.events
 
     async with open_host(ssh_server) as host:
-        async with Supervisor(on_output=lambda _: None, on_event=on_event) as sup:
+        async with Supervisor(on_output=lambda _: None, on_event=respawns) as sup:
             service = await sup.start(
                 "job",
                 Command("sh", "-c", script),
@@ -111,7 +121,7 @@ async def test_restarted_on_failure_by_its_policy(ssh_server: SSHServer, shared_
                 host=host,
             )
             with anyio.fail_after(10):
-                await respawned.wait()
+                await respawns.second.wait()
             second = service.child
             assert isinstance(second, RemoteChild)
             assert second.remote_pid is not None
@@ -269,17 +279,12 @@ async def test_a_lost_connection_restarts_the_service_on_a_new_one(
 ) -> None:
     # The master ssh dies under the service: its process is lost (the agent stops it on
     # the host), the restart policy starts it again over a new master connection.
-    events: list[ServiceEvent] = []
-    respawned = anyio.Event()
-
-    def on_event(event: ServiceEvent) -> None:
-        events.append(event)
-        if _kinds(events, "web").count("spawned") == 2:
-            respawned.set()
+    respawns = Respawns("web")
+    events = respawns.events
 
     async with (
         open_host(ssh_server) as host,
-        Supervisor(on_output=lambda _: None, on_event=on_event) as sup,
+        Supervisor(on_output=lambda _: None, on_event=respawns) as sup,
     ):
         service = await sup.start(
             "web",
@@ -300,7 +305,7 @@ async def test_a_lost_connection_restarts_the_service_on_a_new_one(
         assert len(masters) == 1
         os.kill(masters[0], signal.SIGKILL)
         with anyio.fail_after(10):
-            await respawned.wait()
+            await respawns.second.wait()
         second = service.child
         assert isinstance(second, RemoteChild)
         assert second.remote_pid is not None
